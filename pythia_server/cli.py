@@ -15,6 +15,10 @@ from collections.abc import Sequence
 _COMMAND_MODULES: tuple[str, ...] = (
     "pythia_server.gateway.command",  # serve
     "pythia_server.reports.command",  # report
+    "pythia_server.profiler.command",  # profile
+    "pythia_server.sglang_backend.sim_command",  # sim
+    "pythia_server.replay.command",  # workload
+    "pythia_server.replay.bench_command",  # bench
 )
 
 
@@ -36,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `pythia-server report | head`
+        sys.stderr.close()
+        return 0
     except CliError as exc:
         print(f"pythia-server {args.command}: error: {exc}", file=sys.stderr)
         return 2

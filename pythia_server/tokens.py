@@ -11,6 +11,7 @@ are an estimate; the engine's own ``prompt_tokens`` is what gets recorded).
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,7 +26,11 @@ __all__ = [
 ]
 
 VOCAB_SIZE = 128_256  # Llama-3's vocabulary size
-_PIECE_RE = re.compile(r"<\|[a-z_]+\|>|\s*[A-Za-z]+|\s*\d{1,3}|\s*[^\sA-Za-z\d]|\s+")
+# Newline runs are pieces of their own and a word takes at most one leading space (as in
+# Llama-3's pre-tokenizer), so text appended after a chat template's "\n\n" tokenizes the
+# same whether or not it is followed by more text: a reply cached by the engine matches
+# the next turn's prompt.
+_PIECE_RE = re.compile(r"<\|[a-z_]+\|>|[\r\n]+|[^\S\r\n]?[A-Za-z]+|[^\S\r\n]?\d{1,3}|[^\S\r\n]?[^\sA-Za-z\d]|[^\S\r\n]+")
 _MAX_PIECE = 4  # long words split into pieces of this many characters, as BPE roughly does
 _BLOCK_SEED = 0x9E3779B9
 
@@ -48,19 +53,23 @@ def count_tokens(text: str) -> int:
     return len(tokenize(text))
 
 
-def block_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
+def block_hashes(
+    token_ids: Sequence[int], block_size: int, parent_hash: int | None = None
+) -> list[int]:
     """Chained 64-bit hashes of each *full* ``block_size`` block of ``token_ids``.
 
     Block i's hash covers blocks 0..i, so equal hashes mean equal prefixes (as in
     SGLang's KV events and Dynamo's router). A trailing partial block is not hashed.
+    ``parent_hash`` continues a chain: the hash of the block just before ``token_ids``
+    (the radix cache hashes only a node's new pages this way).
     """
     if block_size <= 0:
         raise ValueError("block_size must be positive")
     out: list[int] = []
-    parent = _BLOCK_SEED
+    parent = _BLOCK_SEED if parent_hash is None else parent_hash
     for end in range(block_size, len(token_ids) + 1, block_size):
         block = token_ids[end - block_size : end]
-        data = parent.to_bytes(8, "little") + b"".join(t.to_bytes(4, "little") for t in block)
+        data = parent.to_bytes(8, "little") + struct.pack(f"<{block_size}I", *block)
         low = zlib.crc32(data)
         high = zlib.adler32(data)
         parent = (high << 32) | low

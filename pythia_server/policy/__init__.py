@@ -5,7 +5,40 @@ Every policy here is a plain object that takes events and state (time arrives as
 offline replay drive the same objects; this package imports neither of them.
 """
 
-from pythia_server.policy.types import CallInfo, ReplicaView, RouteDecision, Router
+from pythia_server.policy.baselines import POLICY_NAMES, make_policy
 from pythia_server.policy.routing import RoundRobinRouter, make_router
+from pythia_server.policy.types import (
+    SGLANG_PRIORITY_PREEMPTION_THRESHOLD,
+    CacheHintPolicy,
+    CacheOwner,
+    CallInfo,
+    CallOutcome,
+    EngineSettings,
+    PolicyBundle,
+    PrefetchAction,
+    PriorityPolicy,
+    ReplicaView,
+    RetentionHint,
+    RouteDecision,
+    Router,
+)
 
-__all__ = ["CallInfo", "ReplicaView", "RouteDecision", "RoundRobinRouter", "Router", "make_router"]
+__all__ = [
+    "POLICY_NAMES",
+    "SGLANG_PRIORITY_PREEMPTION_THRESHOLD",
+    "CacheHintPolicy",
+    "CacheOwner",
+    "CallInfo",
+    "CallOutcome",
+    "EngineSettings",
+    "PolicyBundle",
+    "PrefetchAction",
+    "PriorityPolicy",
+    "ReplicaView",
+    "RetentionHint",
+    "RoundRobinRouter",
+    "RouteDecision",
+    "Router",
+    "make_policy",
+    "make_router",
+]

@@ -19,3 +19,11 @@ def test_make_router_names_the_known_ones() -> None:
     assert isinstance(make_router("round_robin"), Router)
     with pytest.raises(ValueError, match="round_robin"):
         make_router("nope")
+
+
+@pytest.mark.parametrize("name", ["round_robin", "cache_aware", "dynamo_kv", "autellix_locality"])
+def test_make_router_builds_every_registered_router(name: str) -> None:
+    router = make_router(name, seed=1, block_size=16)
+    assert isinstance(router, Router) and router.name == name
+    decision = router.route(CALL, [ReplicaView("a"), ReplicaView("b")], now_s=0.0)
+    assert decision.replica_id in {"a", "b"} and decision.reason

@@ -1,0 +1,294 @@
+"""The transport chokepoint: every model call of the ``openai`` client passes here.
+
+We wrap ``SyncAPIClient.request`` / ``AsyncAPIClient.request`` (openai 1.x to 3.x), the one
+method every resource method reaches: ``chat.completions.create/parse/stream``,
+``completions.create``, ``responses.create/stream``, their ``with_raw_response`` and
+``with_streaming_response`` forms, sync and async. Wrapping below the resources means
+ChatOpenAI, AutoGen's client and the ``.stream()`` helpers need nothing of their own, and
+another OpenAI instrumentation (which wraps the resource methods, above us) is seen as
+the current span: we then add our tags to its span instead of opening a second one.
+
+Per call: read the context, merge tags and ``traceparent`` into the caller's headers
+(never replacing one the caller set, in ``extra_headers`` or the client's
+``default_headers``), open a ``chat {model}`` CLIENT span, and end it when the response
+is parsed or the stream ends (exhausted, error, ``close``, ``break`` or collection).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+
+from pythia_sdk import _semconv as sc
+from pythia_sdk._context import CallContext, get_context
+from pythia_sdk._spans import Telemetry, traceparent
+from pythia_sdk.integrations._openai_calls import (
+    ModelCall,
+    capture_input,
+    log_failure,
+    observe_async,
+    observe_sync,
+)
+from pythia_sdk.protocol import HEADER_PREFIX, AgentTags, merge_headers
+
+log = logging.getLogger("pythia_sdk")
+
+#: Patch targets, as strings so nothing is imported before instrument() runs.
+SYNC_TARGET = "openai._base_client:SyncAPIClient.request"
+ASYNC_TARGET = "openai._base_client:AsyncAPIClient.request"
+
+# path -> (gen_ai.operation.name, pythia.api)
+_OPERATIONS: dict[str, tuple[str, str]] = {
+    "/chat/completions": (sc.OP_CHAT, "chat.completions"),
+    "/completions": (sc.OP_TEXT_COMPLETION, "completions"),
+    "/responses": (sc.OP_CHAT, "responses"),
+}
+_NO_HEADERS: Mapping[str, str] = {}
+_FOREIGN_OPERATIONS = frozenset({sc.OP_CHAT, sc.OP_TEXT_COMPLETION, "generate_content"})
+_TRACEPARENT = "traceparent"
+
+
+class _Types:
+    """openai classes the wrapper dispatches on, imported once at patch time."""
+
+    def __init__(self) -> None:
+        import openai
+        from openai._legacy_response import LegacyAPIResponse
+        from openai._response import BaseAPIResponse
+
+        self.stream = openai.Stream
+        self.async_stream = openai.AsyncStream
+        self.legacy = LegacyAPIResponse
+        self.raw = BaseAPIResponse
+
+
+# -- the wrapper -----------------------------------------------------------------------------
+class Chokepoint:
+    """Builds the sync and async ``request`` wrappers around one Telemetry."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.types = _Types()
+
+    def begin(self, client: Any, options: Any, stream: bool) -> ModelCall | None:
+        """Tag the request in ``options`` and open its span; None when not a model call."""
+        url = options.url
+        op_api = _OPERATIONS.get(url) if isinstance(url, str) else None
+        if op_api is None:
+            return None
+        op, api = op_api
+        body = options.json_data if isinstance(options.json_data, Mapping) else {}
+        model = body.get("model")
+        model = model if isinstance(model, str) else None
+
+        ctx: CallContext | None = get_context()
+        tags: AgentTags | None = None
+        parent: Span | None = None
+        encoded: Mapping[str, str] = _NO_HEADERS
+        tag_attrs: Mapping[str, str] = _NO_HEADERS
+        if ctx is not None:
+            tags, encoded, tag_attrs = ctx.tags, ctx.headers, ctx.attributes
+            if ctx.resolver is not None:
+                resolved = ctx.resolver(ctx)
+                if resolved is not None:
+                    tags, encoded, parent = resolved.tags, resolved.headers, resolved.parent_span
+                    tag_attrs = resolved.attributes
+
+        telemetry = self.telemetry
+        if telemetry.gateway is not None and telemetry.gateway.endpoint is None:
+            telemetry.gateway.learn(client.base_url)
+
+        current = trace.get_current_span()
+        span: Span | None = None
+        tp_span: Span | None = None
+        if not telemetry.tracing and not current.is_recording():  # tags only
+            pass
+        elif _is_foreign_chat_span(current):
+            if tag_attrs:
+                current.set_attributes(tag_attrs)
+            tp_span = current
+        else:
+            attrs: dict[str, Any] = dict(tag_attrs)
+            attrs[sc.GEN_AI_OPERATION_NAME] = op
+            attrs[sc.GEN_AI_PROVIDER_NAME] = "openai"
+            attrs[sc.PYTHIA_API] = api
+            if model:
+                attrs[sc.GEN_AI_REQUEST_MODEL] = model
+            if stream or body.get("stream") is True:
+                attrs[sc.PYTHIA_STREAM] = True
+            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") \
+                or body.get("max_output_tokens")
+            if isinstance(max_tokens, int):
+                attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+            base_url = client._base_url
+            attrs[sc.SERVER_ADDRESS] = base_url.host
+            if base_url.port:
+                attrs[sc.SERVER_PORT] = base_url.port
+            context = trace.set_span_in_context(parent) if parent is not None else None
+            span = telemetry.tracer.start_span(
+                f"{op} {model}" if model else op, context=context, kind=SpanKind.CLIENT,
+                attributes=attrs,
+            )
+            if telemetry.settings.capture_content and span.is_recording():
+                capture_input(span, body)
+            tp_span = span
+
+        caller = options.headers if isinstance(options.headers, Mapping) else None
+        defaults = client._custom_headers
+        if defaults:  # a tag set in the client's default_headers wins too
+            ours = {k: v for k, v in defaults.items() if k.lower().startswith(HEADER_PREFIX)}
+            if ours:
+                caller = {**ours, **(caller or {})}
+        if not caller:  # the common case: nothing to preserve, the encoded tags as they are
+            headers = dict(encoded)
+        elif tags is not None:
+            headers = merge_headers(caller, tags)
+        else:
+            headers = dict(caller)
+        tp = traceparent(tp_span) if tp_span is not None else None
+        if tp is not None and (not caller or all(k.lower() != _TRACEPARENT for k in headers)):
+            headers[_TRACEPARENT] = tp
+        options.headers = headers
+        return ModelCall(telemetry, span, op, model)
+
+    def finish(self, call: ModelCall, result: Any) -> Any:
+        """End the span now, or hand it to the stream; returns ``result`` unchanged."""
+        t = self.types
+        if isinstance(result, t.stream):
+            observe_sync(result, call)
+        elif isinstance(result, t.async_stream):
+            observe_async(result, call)
+        elif isinstance(result, t.legacy):  # with_raw_response: parse() is cached
+            parsed = result.parse()
+            if isinstance(parsed, t.stream):
+                observe_sync(parsed, call)
+            elif isinstance(parsed, t.async_stream):
+                observe_async(parsed, call)
+            else:
+                call.on_response(parsed)
+                call.end()
+        elif isinstance(result, t.raw):  # with_streaming_response: body not read yet
+            if call.span is not None:
+                call.span.set_attribute(sc.PYTHIA_RAW_RESPONSE, True)
+            call.end()
+        else:
+            call.on_response(result)
+            call.end()
+        return result
+
+    def sync_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        begin, finish = self.begin, self.finish
+
+        def request(self_: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                call = begin(self_, options, bool(kwargs.get("stream")))
+            except Exception as exc:
+                log_failure("openai request", exc)
+                call = None
+            if call is None:
+                return original(self_, cast_to, options, *args, **kwargs)
+            try:
+                result = original(self_, cast_to, options, *args, **kwargs)
+            except BaseException as exc:
+                call.end(error=exc)
+                raise
+            try:
+                return finish(call, result)
+            except Exception as exc:
+                log_failure("openai response", exc)
+                call.end()
+                return result
+
+        request.__pythia_original__ = original  # type: ignore[attr-defined]
+        return request
+
+    def async_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        begin, finish = self.begin, self.finish
+
+        async def request(self_: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                call = begin(self_, options, bool(kwargs.get("stream")))
+            except Exception as exc:
+                log_failure("openai request", exc)
+                call = None
+            if call is None:
+                return await original(self_, cast_to, options, *args, **kwargs)
+            try:
+                result = await original(self_, cast_to, options, *args, **kwargs)
+            except BaseException as exc:
+                call.end(error=exc)
+                raise
+            try:
+                return finish(call, result)
+            except Exception as exc:
+                log_failure("openai response", exc)
+                call.end()
+                return result
+
+        request.__pythia_original__ = original  # type: ignore[attr-defined]
+        return request
+
+
+def _is_foreign_chat_span(span: Span) -> bool:
+    """True when another instrumentation's model-call span is current (no duplicate)."""
+    if not span.is_recording():
+        return False
+    attrs = getattr(span, "attributes", None)
+    if attrs:
+        op = attrs.get(sc.GEN_AI_OPERATION_NAME)
+        if op is not None:
+            return op in _FOREIGN_OPERATIONS
+    name = getattr(span, "name", "")
+    return isinstance(name, str) and (name.startswith("chat ") or name == "openai.chat")
+
+
+# -- instrument / uninstrument -------------------------------------------------------------
+GLOBAL_KEY = "openai"
+
+
+def instrument_all(telemetry: Telemetry) -> bool:
+    """Wrap every openai client (class-level); False when already done."""
+    from pythia_sdk._instrumentor import REGISTRY, patch_target
+
+    if REGISTRY.has(GLOBAL_KEY):
+        return False
+    point = Chokepoint(telemetry)
+    patches = [
+        patch_target(SYNC_TARGET, point.sync_wrapper),
+        patch_target(ASYNC_TARGET, point.async_wrapper),
+    ]
+    return REGISTRY.add(GLOBAL_KEY, patches)
+
+
+def instrument_client(client: Any, telemetry: Telemetry) -> bool:
+    """Wrap one client instance; False when it (or every client) is already wrapped."""
+    import types
+
+    from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+    from pythia_sdk._instrumentor import REGISTRY, object_key, patch_instance, resolve_target
+
+    key = object_key(client)
+    if REGISTRY.has(GLOBAL_KEY) or REGISTRY.has(key):
+        return False
+    point = Chokepoint(telemetry)
+    is_async = isinstance(client, AsyncAPIClient)
+    if not is_async and not isinstance(client, SyncAPIClient):
+        raise TypeError(f"not an openai client: {type(client).__name__}")
+    owner, attr = resolve_target(ASYNC_TARGET if is_async else SYNC_TARGET)
+    original = getattr(owner.__dict__[attr], "__pythia_original__", owner.__dict__[attr])
+    wrapper = point.async_wrapper(original) if is_async else point.sync_wrapper(original)
+    patch = patch_instance(client, attr, types.MethodType(wrapper, client))
+    return REGISTRY.add(key, [patch], obj=client)
+
+
+def is_openai_client(obj: Any) -> bool:
+    try:
+        from openai._base_client import AsyncAPIClient, SyncAPIClient
+    except ImportError:  # pragma: no cover - openai is a dependency
+        return False
+    return isinstance(obj, (SyncAPIClient, AsyncAPIClient))

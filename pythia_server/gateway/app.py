@@ -1,0 +1,285 @@
+"""The gateway's ASGI app: OpenAI routes, SGLang's /generate, health, metrics, JSON API.
+
+:class:`Gateway` owns the pieces (HTTP session, replica pool, router, proxy, store,
+metrics) and their lifecycle; :func:`build_app` wraps it in a Starlette app whose
+lifespan starts and stops it. Routes:
+
+- ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /generate``: proxied
+- ``GET /v1/models`` (and ``/v1/models/{id}``): the union of the replicas' models
+- ``POST /v1/traces``: OTLP/HTTP spans (when ``gateway/otlp.py`` is present)
+- ``GET /health``, ``GET /metrics``
+- ``GET /pythia/api/report`` (``?workflow=``), ``/pythia/api/sessions``,
+  ``/pythia/api/calls``, ``/pythia/api/replicas``
+- ``GET /pythia/`` and below: the live report pages (``reports/pages.py``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from pythia_server.config import GatewayConfig
+from pythia_server.errors import InvalidRequestError, NotFoundError, PythiaError, error_body
+from pythia_server.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from pythia_server.gateway.pool import ReplicaPool
+from pythia_server.gateway.proxy import Proxy
+from pythia_server.policy.routing import make_router
+from pythia_server.reports.data import build_report
+from pythia_server.sglang_backend.client import make_session
+from pythia_server.store.records import CallRecord
+from pythia_server.store.sqlite import Store
+
+__all__ = ["Gateway", "build_app"]
+
+log = logging.getLogger(__name__)
+
+_API_LIMIT_MAX = 10_000
+
+
+class Gateway:
+    """The live driver: everything one running gateway owns."""
+
+    def __init__(self, config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> None:
+        self.config = config
+        self.backends = list(backends)
+        self.metrics = GatewayMetrics(config.max_workflow_labels)
+        self.router = make_router(config.router)
+        self.store: Store | None = None
+        self.pool: ReplicaPool | None = None
+        self.proxy: Proxy | None = None
+        self._session: Any = None
+        self._call_listeners: list[Callable[[CallRecord], None]] = []
+
+    def add_call_listener(self, listener: Callable[[CallRecord], None]) -> None:
+        """Also hand every finished call record to ``listener`` (e.g. the profiler).
+
+        Called on the event loop, once per call, after the record is queued for the
+        store; it must be quick and must not block. Its exceptions are logged, never raised.
+        """
+        self._call_listeners.append(listener)
+
+    def record(self, record: CallRecord) -> None:
+        assert self.store is not None
+        self.store.record_call(record)
+        for listener in self._call_listeners:
+            try:
+                listener(record)
+            except Exception:  # a listener's bug must not fail a call
+                log.exception("call listener %r failed", listener)
+
+    async def start(self) -> None:
+        self.store = Store(self.config.db_path, batch_rows=self.config.store_batch_rows,
+                           flush_interval_s=self.config.store_flush_interval_s,
+                           session_idle_timeout_s=self.config.session_idle_timeout_s)
+        self._session = make_session(pool_size=self.config.upstream_pool_size,
+                                     connect_timeout_s=self.config.upstream_connect_timeout_s,
+                                     read_timeout_s=self.config.upstream_read_timeout_s)
+        self.pool = ReplicaPool(self.backends, self._session, health_interval_s=self.config.health_interval_s,
+                                health_timeout_s=self.config.health_timeout_s)
+        await self.pool.start()
+        self.proxy = Proxy(self.config, self.pool, self.router, self.record, self.metrics)
+
+    async def stop(self) -> None:
+        """Finish pending aborts, stop probing, close connections, flush and close the store."""
+        if self.proxy is not None:
+            await self.proxy.drain_background()
+        if self.pool is not None:
+            await self.pool.stop()
+        if self._session is not None:
+            await self._session.close()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+
+    async def store_spans(self, records: Sequence[Any]) -> None:
+        """OTLP sink: keep the spans; a finished root workflow span ends its session."""
+        assert self.store is not None
+        self.store.record_spans(records)
+        for span in records:
+            if span.ends_session:
+                self.store.end_session(span.workflow, span.session, span.end_ns / 1e9)
+
+    async def read(self, fn: Any, *args: Any) -> Any:
+        """Run a store query off the event loop, after everything queued so far is written."""
+        assert self.store is not None
+        store = self.store
+
+        def query() -> Any:
+            store.flush()
+            return fn(*args)
+
+        return await asyncio.to_thread(query)
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _proxy_route(route: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        proxy = _gateway(request).proxy
+        assert proxy is not None
+        return await proxy.handle(request, route)
+
+    return endpoint
+
+
+async def _models(request: Request) -> Response:
+    pool = _gateway(request).pool
+    assert pool is not None
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "pythia"} for m in sorted(pool.models())]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def _model(request: Request) -> Response:
+    pool = _gateway(request).pool
+    assert pool is not None
+    model = request.path_params["model"]
+    if model not in pool.models():
+        raise NotFoundError(f"The model '{model}' does not exist", param="model", code="model_not_found")
+    return JSONResponse({"id": model, "object": "model", "created": 0, "owned_by": "pythia"})
+
+
+async def _health(request: Request) -> Response:
+    gateway = _gateway(request)
+    healthy = gateway.pool.healthy_count() if gateway.pool else 0
+    body = {"status": "ok" if healthy else "unavailable", "replicas_healthy": healthy,
+            "replicas": len(gateway.backends)}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def _metrics(request: Request) -> Response:
+    gateway = _gateway(request)
+    if gateway.pool is not None:
+        gateway.metrics.replicas_healthy.set(gateway.pool.healthy_count())
+    if gateway.proxy is not None:
+        gateway.metrics.inflight.set(gateway.proxy.inflight)
+    return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _limit(request: Request, default: int = 1000) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) <= _API_LIMIT_MAX:
+        raise InvalidRequestError(f"'limit' must be an integer from 1 to {_API_LIMIT_MAX}", param="limit")
+    return int(raw)
+
+
+async def _api_report(request: Request) -> Response:
+    gateway = _gateway(request)
+    assert gateway.store is not None
+    store = gateway.store
+    workflow = request.query_params.get("workflow")
+    report = await gateway.read(lambda: build_report(store.calls(), store.sessions(), workflow))
+    return JSONResponse(report)
+
+
+async def _api_sessions(request: Request) -> Response:
+    gateway = _gateway(request)
+    assert gateway.store is not None
+    limit = _limit(request)
+    rows = await gateway.read(gateway.store.sessions, request.query_params.get("workflow"))
+    return JSONResponse({"sessions": [asdict(s) for s in rows[-limit:]]})
+
+
+async def _api_calls(request: Request) -> Response:
+    gateway = _gateway(request)
+    assert gateway.store is not None
+    params = request.query_params
+    limit = _limit(request)
+    store = gateway.store
+    rows = await gateway.read(lambda: store.calls(params.get("workflow"), params.get("session"), limit, latest=True))
+    calls = []
+    for record in rows:
+        row = asdict(record)
+        row["prefix_blocks"] = len(row.pop("block_hashes"))
+        calls.append(row)
+    return JSONResponse({"calls": calls})
+
+
+async def _api_replicas(request: Request) -> Response:
+    pool = _gateway(request).pool
+    assert pool is not None
+    return JSONResponse({"replicas": [r.describe() for r in pool.replicas()]})
+
+
+async def _pythia_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PythiaError)
+    _gateway(request).metrics.errors.labels(exc.error_type).inc()
+    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    _gateway(request).metrics.errors.labels(kind).inc()
+    return JSONResponse(error_body(message, kind), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error serving %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal error in the gateway", "internal_error"), status_code=500)
+
+
+def _otlp_routes(gateway: Gateway) -> list[Route]:
+    """``POST /v1/traces`` when H3's decoder is present; without it, no route."""
+    try:
+        from pythia_server.gateway.otlp import make_otlp_endpoint
+    except ImportError:
+        log.info("gateway/otlp.py not available: /v1/traces is not served")
+        return []
+    return [Route("/v1/traces", make_otlp_endpoint(gateway.store_spans), methods=["POST"])]
+
+
+def _page_routes(gateway: Gateway) -> list[Mount]:
+    """The live report pages under ``/pythia/`` (reports/pages.py), after the JSON API."""
+    try:
+        from pythia_server.reports.pages import make_store_pages
+    except ImportError:
+        log.info("reports/pages.py not available: no pages under /pythia/")
+        return []
+    return [Mount("/pythia", app=make_store_pages(gateway.read, lambda: gateway.store))]
+
+
+def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> Starlette:
+    """The gateway over ``backends`` (replica id, base URL); started by the app's lifespan."""
+    gateway = Gateway(config, backends)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    routes = [
+        Route("/v1/chat/completions", _proxy_route("chat"), methods=["POST"]),
+        Route("/v1/completions", _proxy_route("completions"), methods=["POST"]),
+        Route("/generate", _proxy_route("generate"), methods=["POST"]),
+        Route("/v1/models", _models, methods=["GET"]),
+        Route("/v1/models/{model:path}", _model, methods=["GET"]),
+        Route("/health", _health, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
+        Route("/pythia/api/report", _api_report, methods=["GET"]),
+        Route("/pythia/api/sessions", _api_sessions, methods=["GET"]),
+        Route("/pythia/api/calls", _api_calls, methods=["GET"]),
+        Route("/pythia/api/replicas", _api_replicas, methods=["GET"]),
+        *_otlp_routes(gateway),
+        *_page_routes(gateway),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        PythiaError: _pythia_error, HTTPException: _http_error, Exception: _unexpected_error})
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,207 @@
+"""``pythia-server serve``: the gateway in front of simulated replicas or running SGLang servers.
+
+``--backend sim --replicas N`` spawns N ``pythia-server sim`` processes through the
+:class:`~pythia_server.sglang_backend.launcher.ReplicaSupervisor` (readiness, restart
+with backoff, graceful stop); ``--backend-url URL ...`` attaches to servers someone else
+runs. SIGINT / SIGTERM stop the gateway (the store is flushed by its lifespan) and then
+the replicas. One line with the URL is printed when the gateway is ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register", "replica_specs"]
+
+DEFAULT_PORT = 8000
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "serve", help="run the gateway (OpenAI API) in front of SGLang or simulated replicas",
+        description="Serve the OpenAI API and SGLang's /generate in front of replicas, recording every "
+                    "call per workflow, session and agent.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--db", default=None, help="SQLite store file (default pythia.db, or $PYTHIA_DB_PATH)")
+    parser.add_argument("--backend", choices=("sim",), default="sim",
+                        help="what to spawn when no --backend-url is given (default: sim)")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas to spawn (default 1)")
+    parser.add_argument("--backend-url", nargs="+", metavar="URL", default=None,
+                        help="attach to running SGLang-API servers instead of spawning replicas")
+    parser.add_argument("--speedup", type=float, default=None,
+                        help="simulated engines run this many times faster than real time")
+    parser.add_argument("--sim-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for each `pythia-server sim` (repeatable), "
+                             "e.g. --sim-arg=--kv-tokens=65536")
+    parser.add_argument("--block-size", type=int, default=None, help="tokens per prefix block hash (default 64)")
+    parser.add_argument("--router", default=None, help="routing policy (default round_robin)")
+    parser.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
+                        help="end a session after this long without calls (default 600)")
+    parser.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MiB (default 32)")
+    parser.add_argument("--log-dir", default=None, help="where spawned replicas write their logs (default: a temp dir)")
+    parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=run)
+
+
+def replica_specs(args: argparse.Namespace, log_dir: str | None) -> list[Any]:
+    """The replicas to run: attached URLs, or spawned simulated engines."""
+    from pythia_server.cli import CliError
+    from pythia_server.sglang_backend.launcher import attached_replica_specs, sim_replica_specs
+
+    if args.backend_url:
+        try:
+            return attached_replica_specs(args.backend_url)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    if args.replicas < 1:
+        raise CliError("--replicas must be at least 1")
+    extra = list(args.sim_arg)
+    if args.speedup is not None:
+        if args.speedup <= 0:
+            raise CliError("--speedup must be positive")
+        extra += ["--speedup", str(args.speedup)]
+    return sim_replica_specs(args.replicas, host="127.0.0.1", extra_args=extra, log_dir=log_dir)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from pythia_server.cli import CliError
+    from pythia_server.config import GatewayConfig
+    from pythia_server.policy.routing import make_router
+
+    overrides: dict[str, Any] = {
+        "host": args.host, "port": args.port, "db_path": args.db, "block_size": args.block_size,
+        "router": args.router, "session_idle_timeout_s": args.session_idle_timeout,
+        "max_body_bytes": int(args.max_body_mb * 1024 * 1024) if args.max_body_mb else None,
+    }
+    try:
+        config = GatewayConfig.from_env(**overrides)
+        make_router(config.router)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import tempfile
+
+    config = _config(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_dir = args.log_dir
+    if log_dir is None and not args.backend_url:
+        log_dir = tempfile.mkdtemp(prefix="pythia-replicas-")
+    specs = replica_specs(args, log_dir)
+    return asyncio.run(_serve(config, specs, log_dir))
+
+
+async def _serve(config: Any, specs: list[Any], log_dir: str | None) -> int:
+    import asyncio
+    import signal
+
+    import uvicorn
+
+    from pythia_server.cli import CliError
+    from pythia_server.gateway.app import build_app
+    from pythia_server.sglang_backend.launcher import (
+        ReplicaStartError,
+        ReplicaState,
+        ReplicaSupervisor,
+        SupervisorConfig,
+    )
+
+    _check_store(config.db_path)
+    app = build_app(config, [(s.replica_id, s.url) for s in specs])
+    gateway = app.state.gateway
+
+    def on_state_change(event: Any) -> None:
+        if gateway.pool is not None and event.state is not ReplicaState.STOPPED:
+            gateway.pool.set_health(event.replica_id, event.state is ReplicaState.READY, event.reason)
+
+    attached = bool(specs) and specs[0].attached
+    simulated = bool(specs) and all("sim" in spec.argv for spec in specs)
+    # Attached servers are up or not; simulated engines start in seconds; SGLang loads weights.
+    ready_timeout_s = 30.0 if attached else 120.0 if simulated else SupervisorConfig().ready_timeout_s
+    supervisor = ReplicaSupervisor(specs, on_state_change=on_state_change,
+                                   config=SupervisorConfig(ready_timeout_s=ready_timeout_s))
+    server = _make_server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                                lifespan="on", timeout_graceful_shutdown=10))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        starting = asyncio.create_task(supervisor.start())
+        stop_wait = asyncio.create_task(stopping.wait())
+        await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            return 0
+        stop_wait.cancel()
+        try:
+            starting.result()
+        except ReplicaStartError as exc:
+            where = f" (logs in {log_dir})" if log_dir else ""
+            raise CliError(f"replicas did not start: {exc}{where}") from None
+        if stopping.is_set():
+            return 0
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.02)
+        if serving.done() and not server.started:
+            raise CliError(f"could not listen on {config.host}:{config.port}")
+        if stopping.is_set():
+            await serving
+            return 0
+        host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
+        sockets = [sock for s in server.servers for sock in s.sockets]
+        port = sockets[0].getsockname()[1] if sockets else config.port
+        kind = "attached" if attached else "simulated" if simulated else "spawned"
+        print(f"pythia-server: serving on http://{host}:{port} with {len(specs)} {kind} replica(s); "
+              f"store {config.db_path}" + (f"; replica logs in {log_dir}" if log_dir else ""), flush=True)
+        await serving
+        return 0
+    finally:
+        await supervisor.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _check_store(db_path: str) -> None:
+    """Fail before spawning anything if the store cannot be opened."""
+    import sqlite3
+
+    from pythia_server.cli import CliError
+    from pythia_server.store.sqlite import Store
+
+    try:
+        Store(db_path).close()
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        raise CliError(f"cannot open the store {db_path}: {exc}") from None
+
+
+def _make_server(config: Any) -> Any:
+    """A uvicorn server that leaves signals to ``serve`` (which must stop the replicas too).
+
+    uvicorn's own handlers re-raise the signal after shutdown, which would kill the
+    process before the replicas are stopped.
+    """
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def,override]
+            yield
+
+    return Server(config)

@@ -1,0 +1,377 @@
+"""The live driver of one LLM call: read, tag, route, forward, relay, record.
+
+For each request the proxy reads and checks the body, reads the tags (malformed ones
+dropped and counted), estimates prompt tokens and prefix block hashes, asks the router
+for a replica over the pool's views, and forwards with an SGLang ``rid`` it chose. A
+replica that cannot be reached is marked unhealthy and the call retried once on another
+replica while nothing has been sent to the client. Streams are relayed event by event as
+they arrive. Every routed call ends in exactly one :class:`CallRecord`, whether it
+finished, failed or was abandoned by its client (then the engine request is aborted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from pythia_sdk.protocol import AgentTags, Hints, parse_request
+from pythia_server.config import GatewayConfig
+from pythia_server.errors import (
+    NotFoundError,
+    OverloadedError,
+    PythiaError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
+from pythia_server.gateway.accounting import (
+    SseSplitter,
+    Usage,
+    carries_accounting,
+    decode_event,
+    encode_event,
+    has_content,
+    is_usage_only,
+    usage_from_generate,
+    usage_from_openai,
+)
+from pythia_server.gateway.metrics import GatewayMetrics
+from pythia_server.gateway.pool import ReplicaPool
+from pythia_server.gateway.prompt_tokens import PromptTokenizer
+from pythia_server.gateway.validation import ParsedRequest, parse_body, prompt_token_ids, read_body, validate
+from pythia_server.policy.types import CallInfo, Router
+from pythia_server.sglang_backend.client import (
+    UpstreamResponse,
+    build_generate_payload,
+    build_openai_payload,
+)
+from pythia_server.store.records import CallRecord
+from pythia_server.tokens import block_hashes
+
+__all__ = ["Proxy"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "generate": "/generate"}
+_RETRYABLE_STATUS = (502, 503)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call's mutable state while it is served."""
+
+    call_id: str
+    parsed: ParsedRequest
+    tags: AgentTags
+    hints: Hints
+    info: CallInfo
+    started_wall: float
+    started: float  # perf_counter seconds
+    replica_id: str | None = None
+    reserved_tokens: int = 0
+    sent: float | None = None
+    first_content: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    status: str = "ok"
+    error: str | None = None
+    done: bool = False
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (its body has been read: nothing else arrives)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or :class:`_ClientGone` (with ``work`` cancelled) if the client leaves first.
+
+    A non-streaming answer comes whole, so without this a client that gave up would
+    keep its request running on the engine to the end.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise _ClientGone
+
+
+class _RelayResponse(StreamingResponse):
+    """A streaming response that runs ``on_close`` however the ASGI call ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+class Proxy:
+    """Serves LLM calls over a replica pool; one instance per gateway."""
+
+    def __init__(self, config: GatewayConfig, pool: ReplicaPool, router: Router,
+                 record: Callable[[CallRecord], None], metrics: GatewayMetrics) -> None:
+        self._config = config
+        self._pool = pool
+        self._router = router
+        self._record = record
+        self._metrics = metrics
+        self._inflight = 0
+        self._chat_tokenizer = PromptTokenizer()
+        self._background: set[asyncio.Task[object]] = set()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def handle(self, request: Request, route: str) -> Response:
+        started, started_wall = time.perf_counter(), time.time()
+        if self._inflight >= self._config.max_inflight_requests:
+            raise OverloadedError(f"the gateway is serving {self._inflight} calls, its limit; retry later")
+        body = parse_body(await read_body(request, self._config.max_body_bytes))
+        parsed = validate(route, body)
+        tags, hints, problems = parse_request(request.headers, body)
+        if problems:
+            self._metrics.count_problems(problems)
+            log.debug("dropped malformed tags: %s", "; ".join(map(str, problems)))
+        self._check_model(parsed)
+        prompt_ids = prompt_token_ids(parsed, self._chat_tokenizer)
+        call_id = f"pythia-{uuid.uuid4().hex}"
+        info = CallInfo(call_id=call_id, tags=tags, prompt_tokens=len(prompt_ids),
+                        block_hashes=tuple(block_hashes(prompt_ids, self._config.block_size)),
+                        max_tokens=parsed.max_tokens, hints=hints, arrival_s=started)
+        call = _Call(call_id, parsed, tags, hints, info, started_wall, started)
+        self._inflight += 1
+        try:
+            upstream = await _unless_client_leaves(request, self._send(call))
+        except _ClientGone:
+            self._abandon(call, None)
+            return Response(b"", status_code=499)
+        except PythiaError as exc:
+            self._finish(call, "error", exc.message)
+            raise
+        except BaseException:
+            self._finish(call, "error", "gateway failure before the upstream answered")
+            raise
+        if upstream.status >= 400 or not parsed.stream:
+            return await self._answer_whole(call, upstream, request)
+        return _RelayResponse(self._relay(call, upstream), lambda: self._close_stream(call, upstream))
+
+    # -- routing and sending -------------------------------------------------------------
+
+    def _check_model(self, parsed: ParsedRequest) -> None:
+        if parsed.route == "generate" or parsed.model is None:
+            return
+        known = self._pool.models()
+        if not known:
+            raise UpstreamUnavailableError("no replica is available to serve models yet")
+        if parsed.model not in known:
+            raise NotFoundError(f"The model '{parsed.model}' does not exist; served: {', '.join(sorted(known))}",
+                                param="model", code="model_not_found")
+
+    async def _send(self, call: _Call) -> UpstreamResponse:
+        parsed = call.parsed
+        tried: list[str] = []
+        last: PythiaError | None = None
+        for _attempt in range(2):
+            views = self._pool.views(exclude=tried, model=parsed.model if parsed.route != "generate" else None)
+            if not views:
+                break
+            decision = self._router.route(call.info, views, time.perf_counter())
+            replica = self._pool.get(decision.replica_id)
+            tried.append(replica.replica_id)
+            if parsed.route == "generate":
+                payload = build_generate_payload(parsed.body, rid=call.call_id)
+            else:
+                payload = build_openai_payload(parsed.body, rid=call.call_id, include_usage=parsed.stream)
+            self._release(call)
+            call.replica_id = replica.replica_id
+            call.reserved_tokens = call.info.prompt_tokens + (parsed.max_tokens or 0)
+            self._pool.begin(replica.replica_id, call.reserved_tokens)
+            call.sent = time.perf_counter()
+            try:
+                response = await replica.client.post(_UPSTREAM_PATHS[parsed.route], payload)
+            except UpstreamUnavailableError as exc:
+                self._pool.mark_unhealthy(replica.replica_id, exc.message)
+                last = exc
+                self._metrics.retries.inc()
+                continue
+            if response.status in _RETRYABLE_STATUS and _attempt == 0:
+                response.release()
+                last = UpstreamUnavailableError(f"replica {replica.replica_id} answered {response.status}")
+                self._metrics.retries.inc()
+                continue
+            return response
+        raise last or UpstreamUnavailableError("no healthy replica to serve the request")
+
+    def _release(self, call: _Call) -> None:
+        if call.replica_id is not None:
+            self._pool.end(call.replica_id, call.reserved_tokens, ok=False)
+            call.replica_id = None
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def _answer_whole(self, call: _Call, upstream: UpstreamResponse, request: Request) -> Response:
+        """Read the whole upstream answer, unless the client leaves first (then abort it)."""
+        try:
+            raw = await _unless_client_leaves(request, upstream.read())
+        except _ClientGone:
+            self._abandon(call, upstream)
+            return Response(b"", status_code=499)
+        except PythiaError as exc:
+            self._finish(call, "error", exc.message)
+            raise
+        except BaseException:  # the gateway itself is being cancelled (shutdown)
+            self._abandon(call, upstream)
+            raise
+        if upstream.status >= 400:
+            self._finish(call, "error", f"replica answered {upstream.status}: {raw[:200].decode(errors='replace')}")
+            return Response(raw, status_code=upstream.status, media_type=upstream.content_type or "application/json")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            self._finish(call, "error", "replica answered with something that is not JSON")
+            raise UpstreamError("the replica answered with something that is not JSON") from None
+        if call.parsed.route == "generate":
+            usage_from_generate(data, call.usage)
+        else:
+            usage_from_openai(data, call.usage)
+        self._finish(call, "ok", None)
+        return Response(raw, status_code=upstream.status, media_type="application/json")
+
+    async def _relay(self, call: _Call, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+        """Forward whole SSE events as they arrive, decoding only those that matter.
+
+        Events are decoded until the first content (TTFT); after that, OpenAI chunks only
+        when they carry usage or a finish reason, and for ``/generate`` (whose every chunk
+        repeats cumulative ``meta_info``) only the last one.
+        """
+        route = call.parsed.route
+        splitter = SseSplitter()
+        drop_usage = route != "generate" and not call.parsed.client_wants_usage
+        last_generate: bytes | None = None
+        try:
+            async for chunk in upstream.iter_chunks():
+                out: list[bytes] = []
+                for raw in splitter.feed(chunk):
+                    if route == "generate":
+                        if raw.startswith((b"data: {", b"data:{")):
+                            last_generate = raw
+                            if call.first_content is None and has_content(route, decode_event(raw)):
+                                call.first_content = time.perf_counter()
+                    elif call.first_content is None or carries_accounting(raw):
+                        data = decode_event(raw)
+                        if data is not None:
+                            if call.first_content is None and has_content(route, data):
+                                call.first_content = time.perf_counter()
+                            usage_from_openai(data, call.usage)
+                            if drop_usage and is_usage_only(data):
+                                continue
+                    out.append(raw)
+                if out:
+                    yield b"".join(out)
+            rest = splitter.rest()
+            if rest:
+                yield rest
+        except UpstreamError as exc:
+            if last_generate is not None:
+                usage_from_generate(decode_event(last_generate), call.usage)
+            self._finish(call, "error", exc.message)
+            yield encode_event(exc.to_body())
+            return
+        if last_generate is not None:
+            usage_from_generate(decode_event(last_generate), call.usage)
+        self._finish(call, "ok", None)
+
+    def _close_stream(self, call: _Call, upstream: UpstreamResponse) -> None:
+        """Runs when the relay ends however it ends; a call still open was abandoned."""
+        if call.done:
+            upstream.release()
+            return
+        self._abandon(call, upstream)
+
+    def _abandon(self, call: _Call, upstream: UpstreamResponse | None) -> None:
+        """The client left: drop the upstream connection, abort by rid, record ``aborted``."""
+        if upstream is not None:
+            upstream.close()  # drops the connection: the engine aborts the request
+        replica = self._pool.get(call.replica_id) if call.replica_id else None
+        if replica is not None:
+            task = asyncio.get_running_loop().create_task(replica.client.abort_request(call.call_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self._finish(call, "aborted", "the client disconnected before the response ended")
+
+    # -- recording -------------------------------------------------------------------------
+
+    def _finish(self, call: _Call, status: str, error: str | None) -> None:
+        """Record the call once, release its reservation, tell the router."""
+        if call.done:
+            return
+        call.done = True
+        call.status, call.error = status, error
+        self._inflight -= 1
+        now = time.perf_counter()
+        if call.replica_id is not None:
+            self._pool.end(call.replica_id, call.reserved_tokens, ok=status == "ok")
+            self._router.on_finish(call.info, call.replica_id, now)
+        usage = call.usage
+        queue_ms = (call.sent - call.started) * 1000.0 if call.sent is not None else None
+        if queue_ms is not None and usage.engine_queue_ms is not None:
+            queue_ms += usage.engine_queue_ms
+        ttft_ms = (call.first_content - call.started) * 1000.0 if call.first_content is not None else None
+        e2e_ms = (now - call.started) * 1000.0
+        prompt_tokens = usage.prompt_tokens if usage.prompt_tokens is not None else call.info.prompt_tokens
+        tags = call.tags
+        record = CallRecord(
+            call_id=call.call_id, workflow=tags.workflow, session=tags.session, agent=tags.agent,
+            parent=tags.parent, call_tag=tags.call, model=call.parsed.model, replica=call.replica_id,
+            route=call.parsed.route, stream=call.parsed.stream, prompt_tokens=prompt_tokens,
+            cached_tokens=usage.cached_tokens, output_tokens=usage.output_tokens,
+            queue_ms=queue_ms, ttft_ms=ttft_ms, e2e_ms=e2e_ms,
+            finish_reason=usage.finish_reason if status == "ok" else (usage.finish_reason or status),
+            status=status, error=error, started_at=call.started_wall,
+            finished_at=call.started_wall + e2e_ms / 1000.0, block_size=self._config.block_size,
+            block_hashes=call.info.block_hashes)
+        try:
+            self._record(record)
+        except Exception:  # recording must never fail the call
+            log.exception("could not record call %s", call.call_id)
+        self._metrics.observe_call(route=record.route, workflow=record.workflow, status=status,
+                                   prompt_tokens=record.prompt_tokens, cached_tokens=record.cached_tokens,
+                                   output_tokens=record.output_tokens, ttft_ms=ttft_ms, e2e_ms=e2e_ms,
+                                   queue_ms=queue_ms)
+
+    async def drain_background(self) -> None:
+        """Wait for pending abort requests (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,349 @@
+"""The per-workflow automaton: transitions between agent steps, with loops and cost to go.
+
+A session arrives as its *steps* (see ``steps.py``: a parallel fan-out is one step).
+The automaton predicts the next step's agent from a *context* of the session's history. Several context models are learned side by side and scored on each
+finished session before it is learned (prequential), so the choice between them is
+measured, not assumed:
+
+- ``markov``: the last agent only (the baseline every report contrasts with);
+- ``order-k``: the last k agents, backing off to shorter histories when unseen;
+- ``loop-k``: the last k agents plus how often the current agent has run in this
+  session (the loop count), backing off to ``order-k``.
+
+Counts are exponentially decayed per session (``half_life_sessions``) by growing the
+weight of new sessions instead of shrinking old counts, so a changed workflow is
+relearned without touching every entry. Each context also keeps the decayed mean of
+the remaining steps and remaining critical-path work seen after it (cost to go), which
+is what the predictor answers with; no chain is solved at predict time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pythia_server.profiler.steps import Step
+from pythia_server.profiler.types import END, OTHER_AGENT, START, UNKNOWN_AGENT
+
+_RENORMALISE_ABOVE = 1e120
+
+
+class ContextStats:
+    """Decayed counts of the next agent after one context, plus cost to go.
+
+    ``ranked`` (the normalised distribution, most likely first) is rebuilt at most once
+    per update, on first use, so a burst of learning does not sort on every step.
+    """
+
+    __slots__ = ("_ranked", "_ranked_total", "counts", "ended_weight", "steps_sum", "top", "total", "work_sum")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.total = 0.0
+        self.top = ""
+        self.steps_sum = 0.0
+        self.work_sum = 0.0
+        self.ended_weight = 0.0
+        self._ranked: tuple[tuple[str, float], ...] = ()
+        self._ranked_total = -1.0  # the total ``_ranked`` was computed at
+
+    def add(self, nxt: str, weight: float) -> None:
+        counts = self.counts
+        value = counts.get(nxt, 0.0) + weight
+        counts[nxt] = value
+        self.total += weight
+        if not self.top or value > counts[self.top]:
+            self.top = nxt
+
+    @property
+    def ranked(self) -> tuple[tuple[str, float], ...]:
+        if self._ranked_total != self.total:
+            self._ranked_total = self.total
+            total = self.total or 1.0
+            items = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:_MAX_RANKED]
+            self._ranked = tuple((agent, count / total) for agent, count in items)
+        return self._ranked
+
+    def scale(self, factor: float) -> None:
+        for key in self.counts:
+            self.counts[key] *= factor
+        self.total *= factor
+        self.steps_sum *= factor
+        self.work_sum *= factor
+        self.ended_weight *= factor
+        self._ranked_total = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSpec:
+    name: str
+    order: int
+    loop: bool
+
+
+def candidate_specs(max_order: int) -> tuple[CandidateSpec, ...]:
+    specs = [CandidateSpec("markov", 1, False)]
+    specs += [CandidateSpec(f"order-{k}", k, False) for k in range(2, max_order + 1)]
+    specs += [CandidateSpec(f"loop-{k}", k, True) for k in range(1, min(_MAX_LOOP_ORDER, max_order) + 1)]
+    return tuple(specs)
+
+
+# Context keys are ints: the last k agent ids packed 10 bits each, then the visit count
+# (0 for plain contexts) and k in the low byte. Cheap to build and hash on every step.
+_ID_BITS = 10
+MAX_AGENT_IDS = (1 << _ID_BITS) - 1
+_MAX_LOOP_ORDER = 3
+_MAX_RANKED = 8
+_NOT_ACTIONABLE = frozenset({OTHER_AGENT, UNKNOWN_AGENT})
+COMPARE_ALL_FIRST = 64
+COMPARE_EVERY = 4
+START_ID = 1
+
+
+def position_keys(ids: Sequence[int], visits: int, max_order: int, loop_orders: int) -> tuple[list[int], list[int]]:
+    """Plain keys for orders 1..K and loop keys for orders 1..L at the end of ``ids``."""
+    plain: list[int] = []
+    loop: list[int] = []
+    packed = 0
+    n = len(ids)
+    for k in range(1, min(max_order, n) + 1):
+        packed |= ids[n - k] << (_ID_BITS * (k - 1))
+        plain.append((packed << 8) | k)
+        if k <= loop_orders:
+            loop.append((packed << 8) | (visits << 3) | k)
+    return plain, loop
+
+
+class ContextModel:
+    """Learns next-agent distributions for several context models of one workflow type."""
+
+    def __init__(
+        self, max_order: int, loop_count_cap: int, half_life_sessions: float, max_contexts: int, min_evidence: float = 1.0
+    ) -> None:
+        if not 1 <= loop_count_cap <= 31:
+            raise ValueError("loop_count_cap must be in 1..31")
+        self.specs = candidate_specs(max_order)
+        self.max_order = max_order
+        self._loop_orders = min(_MAX_LOOP_ORDER, max_order)
+        self._loop_cap = loop_count_cap
+        self._growth = 2.0 ** (1.0 / half_life_sessions)
+        self._weight = 1.0
+        self._max_contexts = max_contexts
+        self.min_evidence = min_evidence
+        self.table: dict[int, ContextStats] = {}
+        # (last max_order agent ids..., visits) -> its contexts; bounded like the table.
+        self._by_state: dict[tuple[int, ...], tuple[list, list, list]] = {}
+        self.ids: dict[str, int] = {START: START_ID}
+        self.names: list[str] = ["", START]
+        # Decayed prequential hits / trials per candidate.
+        self.hits: dict[str, float] = {spec.name: 0.0 for spec in self.specs}
+        self.trials: dict[str, float] = {spec.name: 0.0 for spec in self.specs}
+        self.chosen: CandidateSpec = self.specs[0]
+        self.sessions = 0
+
+    def _id(self, agent: str) -> int:
+        found = self.ids.get(agent)
+        if found is None:
+            if len(self.names) > MAX_AGENT_IDS:
+                return 0  # unseen-like: shares no context with anything learned
+            found = self.ids[agent] = len(self.names)
+            self.names.append(agent)
+        return found
+
+    # -- prediction ------------------------------------------------------------
+    def _pick(self, plain: list[ContextStats | None], loop: list[ContextStats | None], spec: CandidateSpec) -> ContextStats | None:
+        needed = self.min_evidence * self._weight
+        fallback = None
+        chain = plain[: spec.order][::-1]
+        if spec.loop:
+            chain = loop[: spec.order][::-1] + chain
+        for stats in chain:
+            if stats is not None and stats.total > 0.0:
+                if stats.total >= needed:
+                    return stats
+                if fallback is None:
+                    fallback = stats
+        return fallback
+
+    def _pick_all(
+        self, plain: list[ContextStats | None], loop: list[ContextStats | None], needed: float
+    ) -> list[tuple[str, ContextStats | None]]:
+        """What :meth:`_pick` gives for every candidate, in one pass over the keys."""
+        plain_ok: list[ContextStats | None] = []
+        plain_any: list[ContextStats | None] = []
+        ok = any_ = None
+        for stats in plain:
+            if stats is not None and stats.total > 0.0:
+                any_ = stats
+                if stats.total >= needed:
+                    ok = stats
+            plain_ok.append(ok)
+            plain_any.append(any_)
+        loop_ok: list[ContextStats | None] = []
+        loop_any: list[ContextStats | None] = []
+        ok = any_ = None
+        for stats in loop:
+            if stats is not None and stats.total > 0.0:
+                any_ = stats
+                if stats.total >= needed:
+                    ok = stats
+            loop_ok.append(ok)
+            loop_any.append(any_)
+        out: list[tuple[str, ContextStats | None]] = []
+        for spec in self.specs:
+            k = min(spec.order, len(plain)) - 1
+            if spec.loop and k < len(loop):
+                chosen = loop_ok[k] or plain_ok[k] or loop_any[k] or plain_any[k]
+            else:
+                chosen = plain_ok[k] or plain_any[k]
+            out.append((spec.name, chosen))
+        return out
+
+    def lookup(self, history: Sequence[str], visits: int, spec: CandidateSpec | None = None) -> ContextStats | None:
+        """The most specific context with enough evidence for ``spec`` (default: chosen).
+
+        ``history`` starts with START and ends with the current agent; ``visits`` is how
+        often the current agent has run in the session.
+        """
+        spec = spec or self.chosen
+        tail = history[-spec.order :]
+        ids = [self.ids.get(a, 0) for a in tail]
+        plain_keys, loop_keys = position_keys(ids, min(visits, self._loop_cap), spec.order, spec.order if spec.loop else 0)
+        get = self.table.get
+        return self._pick([get(k) for k in plain_keys], [get(k) for k in loop_keys], spec)
+
+    # -- learning --------------------------------------------------------------
+    def _contexts_for(self, ids: list[int], visits: int) -> tuple[list, list, list]:
+        """The context stats at the end of ``ids``, created as needed and cached by state.
+
+        Returns (plain by order, loop by order, every one to update). A context that the
+        table cap keeps out is None in the first two and missing from the third; such a
+        state is not cached, so it is created once there is room.
+        """
+        plain: list[ContextStats | None] = []
+        loop: list[ContextStats | None] = []
+        every: list[ContextStats] = []
+        plain_keys, loop_keys = position_keys(ids, visits, self.max_order, self._loop_orders)
+        complete = True
+        for keys, out in ((plain_keys, plain), (loop_keys, loop)):
+            for key in keys:
+                stats = self.table.get(key)
+                if stats is None and len(self.table) < self._max_contexts:
+                    stats = self.table[key] = ContextStats()
+                out.append(stats)
+                if stats is None:
+                    complete = False
+                else:
+                    every.append(stats)
+        entry = (plain, loop, every)
+        if complete:
+            self._by_state[(*ids[-self.max_order :], visits)] = entry
+        return entry
+
+    def learn(self, steps: Sequence[Step], ended: bool) -> dict[str, tuple[int, int]]:
+        """Score the candidates on this session (before learning it), then learn it.
+
+        Returns each candidate's (hits, trials) on the session.
+        """
+        agents = [step.agent for step in steps]
+        if not agents:
+            return {}
+        self._weight *= self._growth
+        weight = self._weight
+        specs = self.specs
+        hits = dict.fromkeys(self.hits, 0)
+        remaining_work = [0] * (len(steps) + 1)
+        for i in range(len(steps) - 1, -1, -1):
+            remaining_work[i] = remaining_work[i + 1] + steps[i].max_output_tokens
+        self._update((START_ID << 8) | 1, agents[0], weight, len(agents), remaining_work[0], ended)
+        ids = [START_ID]
+        seen: dict[str, int] = {}
+        positions = len(agents) if ended else len(agents) - 1
+        max_order, loop_cap = self.max_order, self._loop_cap
+        steps_total = len(agents)
+        needed = self.min_evidence * weight
+        chosen = self.chosen
+        # All candidates are compared on every session while the model is young, then on
+        # every COMPARE_EVERY-th one: the choice stays measured at a fraction of the cost.
+        compare_all = self.sessions < COMPARE_ALL_FIRST or self.sessions % COMPARE_EVERY == 0
+        agent_ids = self.ids
+        contexts = self._by_state
+        for i in range(positions):
+            agent = agents[i]
+            agent_id = agent_ids.get(agent)
+            ids.append(agent_id if agent_id is not None else self._id(agent))
+            seen[agent] = visits = seen.get(agent, 0) + 1
+            nxt = agents[i + 1] if i + 1 < steps_total else END
+            state = (*ids[-max_order:], min(visits, loop_cap))
+            entry = contexts.get(state)
+            if entry is None:
+                entry = self._contexts_for(ids, state[-1])
+            plain, loop, every = entry
+            if nxt in _NOT_ACTIONABLE:
+                pass  # naming "some agent" correctly is not a prediction anyone can use
+            elif compare_all:
+                for name, stats in self._pick_all(plain, loop, needed):
+                    if stats is not None and stats.top == nxt:
+                        hits[name] += 1
+            else:
+                stats = self._pick(plain, loop, chosen)
+                if stats is not None and stats.top == nxt:
+                    hits[chosen.name] += 1
+            steps_left, work_left = (steps_total - 1 - i) * weight, remaining_work[i + 1] * weight
+            for stats in every:
+                counts = stats.counts
+                value = counts[nxt] = counts.get(nxt, 0.0) + weight
+                stats.total += weight
+                if value > counts.get(stats.top, 0.0) or not stats.top:
+                    stats.top = nxt
+                if ended:
+                    stats.steps_sum += steps_left
+                    stats.work_sum += work_left
+                    stats.ended_weight += weight
+        compared = [spec.name for spec in specs] if compare_all else [chosen.name]
+        scores = {name: (hits[name], positions) for name in compared}
+        for name in compared:
+            self.hits[name] += hits[name] * weight
+            self.trials[name] += positions * weight
+        self.sessions += 1
+        self.chosen = max(specs, key=lambda s: (self.accuracy(s.name), -specs.index(s)))
+        if self._weight > _RENORMALISE_ABOVE:
+            self._renormalise()
+        return scores
+
+    def _update(self, key: int, nxt: str, weight: float, steps_left: int, work_left: int, ended: bool) -> None:
+        stats = self.table.get(key)
+        if stats is None:
+            if len(self.table) >= self._max_contexts:
+                return  # bounded memory: known contexts keep learning, new ones wait
+            stats = self.table[key] = ContextStats()
+        stats.add(nxt, weight)
+        if ended:
+            stats.steps_sum += steps_left * weight
+            stats.work_sum += work_left * weight
+            stats.ended_weight += weight
+
+    def _renormalise(self) -> None:
+        factor = 1.0 / self._weight
+        for stats in self.table.values():
+            stats.scale(factor)
+        for name in self.hits:
+            self.hits[name] *= factor
+            self.trials[name] *= factor
+        self._weight = 1.0
+
+    def accuracy(self, name: str) -> float:
+        return self.hits[name] / self.trials[name] if self.trials[name] else 0.0
+
+    def edges(self, min_probability: float) -> tuple[tuple[str, str, float], ...]:
+        """Last-agent transitions above the pruning threshold, for reports."""
+        out = []
+        mask = (1 << _ID_BITS) - 1
+        for key, stats in self.table.items():
+            if key & 0xFF != 1:  # order 1 without a visit count
+                continue
+            source = self.names[(key >> 8) & mask]
+            for nxt, p in stats.ranked:
+                if p >= min_probability:
+                    out.append((source, nxt, round(p, 4)))
+        return tuple(sorted(out))

@@ -1,0 +1,164 @@
+"""Prompt composition: which prefix segments of an agent's prompt recur, and where from.
+
+Three candidate sources for the prefix of the next call of agent X in session S:
+
+- ``role``: X's prompt that recurs across sessions (system prompt, tool schemas): the
+  common prefix of X's first calls in different sessions that start with the same
+  block (its *root*);
+- ``history``: X's own previous prompt in S (a conversation that grows);
+- ``shared``: the previous call's prompt in S, whatever its agent (context handed on
+  inside a session, e.g. one phase of a chat chain).
+
+For each agent the composition learns how much of the actual prompt each source
+matched (a fraction of its blocks) and predicts with the best one available. Hashes
+are chained, so a matching prefix is a matching token prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pythia_server.profiler.types import PrefixPrediction
+
+KINDS = ("history", "shared", "role")
+_MAX_ROOTS_PER_AGENT = 16
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two chained block-hash sequences.
+
+    Chained hashes (block i's hash covers every token before it, as the gateway's
+    ``block_hashes`` and Mooncake ``hash_ids`` are) agree at i only if they agree on
+    the whole prefix, so equality is monotone and a binary search suffices.
+    """
+    lo, hi = 0, min(len(a), len(b))
+    if hi == 0 or a[0] != b[0]:
+        return 0
+    if a[hi - 1] == b[hi - 1]:
+        return hi
+    lo = 1  # a[lo - 1] == b[lo - 1] holds; a[hi - 1] != b[hi - 1]
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        if a[mid - 1] == b[mid - 1]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class _RoleRoot:
+    __slots__ = ("prefix", "sessions")
+
+    def __init__(self, prefix: tuple[int, ...]) -> None:
+        self.prefix = prefix
+        self.sessions = 1
+
+
+class _AgentComposition:
+    __slots__ = ("calls", "hit_sum", "prompt_blocks_sum", "role", "roots", "trials")
+
+    def __init__(self) -> None:
+        self.role: tuple[int, ...] = ()  # cached role_prefix(), refreshed when roots change
+        self.roots: dict[int, _RoleRoot] = {}
+        self.hit_sum = dict.fromkeys(KINDS, 0.0)
+        self.trials = dict.fromkeys(KINDS, 0)
+        self.prompt_blocks_sum = 0
+        self.calls = 0
+
+    def role_prefix(self) -> tuple[int, ...]:
+        """The common prefix of the most seen root, once seen in two sessions."""
+        best = max(self.roots.values(), key=lambda r: r.sessions, default=None)
+        return best.prefix if best is not None and best.sessions >= 2 else ()
+
+
+class PrefixComposition:
+    """Per-agent prefix statistics of one workflow type. Pure and bounded."""
+
+    def __init__(self, max_agents: int, max_prefix_blocks: int) -> None:
+        self._agents: dict[str, _AgentComposition] = {}
+        self._max_agents = max_agents
+        self._max_blocks = max_prefix_blocks
+
+    def observe(
+        self,
+        agent: str,
+        hashes: tuple[int, ...],
+        last_same_agent: tuple[int, ...] | None,
+        last_any: tuple[int, ...] | None,
+        first_in_session: bool,
+    ) -> None:
+        """Learn from one call: how well each source would have named its prefix."""
+        if not hashes:
+            return
+        comp = self._agents.get(agent)
+        if comp is None:
+            if len(self._agents) >= self._max_agents:
+                return
+            comp = self._agents[agent] = _AgentComposition()
+        hashes = hashes[: self._max_blocks]
+        n = len(hashes)
+        comp.calls += 1
+        comp.prompt_blocks_sum += n
+        hit_sum, trials = comp.hit_sum, comp.trials
+        history_length = -1
+        if last_same_agent:
+            history_length = common_prefix_length(last_same_agent, hashes)
+            hit_sum["history"] += history_length / n
+            trials["history"] += 1
+        if last_any:
+            # The previous call is often this agent's own: its prompt is measured once.
+            length = history_length if last_any is last_same_agent else common_prefix_length(last_any, hashes)
+            hit_sum["shared"] += length / n
+            trials["shared"] += 1
+        if comp.role:
+            hit_sum["role"] += common_prefix_length(comp.role, hashes) / n
+            trials["role"] += 1
+        if first_in_session:
+            self._learn_role(comp, hashes)
+            comp.role = comp.role_prefix()
+
+    def _learn_role(self, comp: _AgentComposition, hashes: tuple[int, ...]) -> None:
+        root = comp.roots.get(hashes[0])
+        if root is None:
+            if len(comp.roots) >= _MAX_ROOTS_PER_AGENT:
+                rarest = min(comp.roots, key=lambda h: comp.roots[h].sessions)
+                del comp.roots[rarest]
+            comp.roots[hashes[0]] = _RoleRoot(hashes)
+            return
+        root.prefix = root.prefix[: common_prefix_length(root.prefix, hashes)]
+        root.sessions += 1
+
+    def predict(
+        self,
+        agent: str,
+        last_same_agent: tuple[int, ...] | None,
+        last_any: tuple[int, ...] | None,
+        block_size: int,
+    ) -> PrefixPrediction:
+        """The best available source for agent's next prefix, with its learned hit rate."""
+        comp = self._agents.get(agent)
+        role = comp.role if comp is not None else ()
+        sources = {"history": last_same_agent, "shared": last_any, "role": role}
+        best: PrefixPrediction = PrefixPrediction("none")
+        for kind in KINDS:
+            source = sources[kind]
+            if not source:
+                continue
+            expected = comp.hit_sum[kind] / comp.trials[kind] if comp is not None and comp.trials[kind] else 0.0
+            if best.kind == "none" or expected > best.expected_hit_fraction:
+                best = PrefixPrediction(kind, tuple(source), len(source) * block_size, round(expected, 4))
+        return best
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per agent: mean prompt blocks, role prefix blocks, mean hit fraction per source."""
+        out: dict[str, dict[str, float]] = {}
+        for agent, comp in sorted(self._agents.items()):
+            row = {
+                "calls": float(comp.calls),
+                "prompt_blocks_mean": comp.prompt_blocks_sum / comp.calls if comp.calls else 0.0,
+                "role_prefix_blocks": float(len(comp.role_prefix())),
+            }
+            for kind in KINDS:
+                row[f"{kind}_hit"] = round(comp.hit_sum[kind] / comp.trials[kind], 4) if comp.trials[kind] else 0.0
+            out[agent] = row
+        return out

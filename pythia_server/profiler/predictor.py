@@ -1,0 +1,339 @@
+"""One workflow type's learned model and the predictions made from it.
+
+:class:`WorkflowModel` owns the automaton, the per-agent output samples, the
+per-transition delays, the prompt composition and the shadow/proactive tracker of one
+workflow type. It learns a whole session at a time (when the session ends, or is
+evicted), scoring it first, so validation never sees its own data. Everything a
+prediction needs is precomputed there; :meth:`WorkflowModel.predict` only looks up.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Sequence
+
+from pythia_server.profiler.automaton import ContextModel
+from pythia_server.profiler.bounds import OutputSamples
+from pythia_server.profiler.composition import PrefixComposition
+from pythia_server.profiler.modes import ModeTracker, SessionScore
+from pythia_server.profiler.regex import RegexSummary
+from pythia_server.profiler.steps import Step, extend_steps, group_steps
+from pythia_server.profiler.types import (
+    END,
+    OTHER_AGENT,
+    START,
+    UNKNOWN_AGENT,
+    CallObservation,
+    OutputBound,
+    Prediction,
+    PrefixPrediction,
+    ProfilerConfig,
+    WorkflowSnapshot,
+)
+
+_MAX_TRANSITIONS = 4096
+_DELAY_SAMPLES = 256
+
+
+class LiveSession:
+    """What the profiler holds of one running session: its calls in start order, and
+    the state predictions read (step history, visit counts, latest prompts)."""
+
+    __slots__ = (
+        "block_size",
+        "calls",
+        "history",
+        "last_end_s",
+        "last_prompt",
+        "last_prompt_by_agent",
+        "names",
+        "seen",
+        "session",
+        "step_of",
+        "steps",
+        "visits",
+        "workflow",
+    )
+
+    def __init__(self, workflow: str, session: str) -> None:
+        self.workflow = workflow
+        self.session = session
+        self.calls: list[CallObservation] = []
+        self.seen: set[object] = set()
+        self.steps: list[Step] = []
+        self.history: list[str] = []  # step agents, START excluded
+        self.visits: dict[str, int] = {}
+        self.last_end_s: float | None = None
+        self.last_prompt: tuple[int, ...] | None = None
+        self.last_prompt_by_agent: dict[str, tuple[int, ...]] = {}
+        self.block_size = 64
+        self.names: dict[int, str] = {}  # id(call) -> the agent name it was learned under
+        self.step_of: list[int] = []  # index of the step each call (in start order) belongs to
+
+    def add(self, call: CallObservation, agent: str) -> None:
+        """Add a call. In start order this is O(1); a call that started earlier than the
+        last one (calls are observed when they end) re-groups only the steps after it."""
+        calls = self.calls
+        self.names[id(call)] = agent
+        last = calls[-1] if calls else None
+        if last is None or (call.start_s, call.end_s) >= (last.start_s, last.end_s):
+            calls.append(call)
+            self.step_of.append(-1)
+            self._extend(len(calls) - 1)
+            return
+        position = bisect.bisect_right(calls, (call.start_s, call.end_s), key=_start_order)
+        calls.insert(position, call)
+        self.step_of.insert(position, -1)
+        step = self.step_of[position - 1] if position > 0 else 0
+        first = position
+        while first > 0 and self.step_of[first - 1] >= step:
+            first -= 1
+        for name in self.history[step:]:
+            self.visits[name] -= 1
+        del self.steps[step:]
+        del self.history[step:]
+        for index in range(first, len(calls)):
+            self._extend(index)
+
+    def _extend(self, index: int) -> None:
+        call = self.calls[index]
+        agent = self.names[id(call)]
+        if extend_steps(self.steps, call, agent):
+            self.history.append(agent)
+            self.visits[agent] = self.visits.get(agent, 0) + 1
+        self.step_of[index] = len(self.steps) - 1
+        if self.last_end_s is None or call.end_s > self.last_end_s:
+            self.last_end_s = call.end_s
+        if call.block_hashes:
+            self.last_prompt = call.block_hashes
+            self.last_prompt_by_agent[agent] = call.block_hashes
+            self.block_size = call.block_size
+
+
+def _start_order(call: CallObservation) -> tuple[float, float]:
+    return (call.start_s, call.end_s)
+
+
+class WorkflowModel:
+    """Everything learned about one workflow type."""
+
+    def __init__(self, name: str, config: ProfilerConfig) -> None:
+        self.name = name
+        self.config = config
+        self.automaton = ContextModel(
+            config.max_order,
+            config.loop_count_cap,
+            config.half_life_sessions,
+            config.max_contexts_per_workflow,
+            config.min_context_evidence,
+        )
+        self.regex = RegexSummary()
+        self.composition = PrefixComposition(config.max_agents_per_workflow, config.max_prefix_blocks)
+        self.modes = ModeTracker(
+            config.validation_sessions,
+            config.min_validation_sessions,
+            config.promote_top1,
+            config.promote_coverage,
+            config.drift_sessions,
+            config.demote_top1,
+            config.demote_coverage,
+        )
+        self.known_agents: set[str] = set()
+        self.samples: dict[str, OutputSamples] = {}
+        self.bounds: dict[str, OutputBound] = {}
+        self.delays_ms: dict[tuple[str, str], OutputSamples] = {}
+        self.median_delay_s: dict[tuple[str, str], float] = {}
+        self.width_sum: dict[str, float] = {}
+        self.width_steps: dict[str, int] = {}
+        self.mean_width: dict[str, float] = {}
+        self.sessions_learned = 0
+        self.calls_learned = 0
+
+    # -- agent names -----------------------------------------------------------
+    def agent_name(self, agent: str | None) -> str:
+        """The name learned under: unknown and over-the-cap agents share one token each.
+
+        The first ``max_agents_per_workflow`` names seen are admitted for good.
+        """
+        if not agent:
+            return UNKNOWN_AGENT
+        if agent in self.known_agents:
+            return agent
+        if len(self.known_agents) < self.config.max_agents_per_workflow:
+            self.known_agents.add(agent)
+            return agent
+        return OTHER_AGENT
+
+    def _name_for_lookup(self, agent: str) -> str:
+        """Like :meth:`agent_name` but never admits a name: predicting stays read-only."""
+        if agent in self.known_agents:
+            return agent
+        return OTHER_AGENT if len(self.known_agents) >= self.config.max_agents_per_workflow else agent
+
+    # -- learning --------------------------------------------------------------
+    def learn(
+        self,
+        calls: Sequence[CallObservation],
+        ended: bool,
+        steps: Sequence[Step] | None = None,
+        names: dict[int, str] | None = None,
+    ) -> None:
+        """Score then learn one session (``ended`` False: truncated, no end transition).
+
+        A live session passes its calls already in start order with their ``steps`` and
+        ``names`` (``id(call)`` -> agent name), so nothing is grouped twice.
+        """
+        if not calls:
+            return
+        ordered: Sequence[CallObservation] = calls
+        if steps is None or names is None:
+            names = {id(c): self.agent_name(c.agent) for c in calls}
+            ordered = sorted(calls, key=_start_order)
+            steps = group_steps(ordered, names)
+        before = self.automaton.chosen.name
+        scores = self.automaton.learn(steps, ended)
+        covered, bound_trials = self._learn_calls(ordered, names)
+        hits, trials = scores.get(before, (0, 0))
+        self.modes.record(SessionScore(hits, trials, covered, bound_trials))
+        self._learn_steps(steps)
+        if ended:
+            self.regex.add(steps)
+        self.sessions_learned += 1
+        self.calls_learned += len(ordered)
+
+    def _learn_calls(self, calls: Sequence[CallObservation], names: dict[int, str]) -> tuple[int, int]:
+        """One pass over the session's calls (start order): score each output against the
+        bound it would have had, then learn output lengths and prompt composition.
+
+        Returns (calls under their bound, calls that had a bound).
+        """
+        covered = bound_trials = 0
+        bounds, samples_of = self.bounds, self.samples
+        capacity = self.config.max_samples_per_agent
+        observe_prefix = self.composition.observe
+        last_by_agent: dict[str, tuple[int, ...]] = {}
+        last_any: tuple[int, ...] | None = None
+        for call in calls:
+            agent = names[id(call)]
+            output = call.output_tokens
+            bound = bounds.get(agent)
+            if bound is not None and bound.bound_tokens is not None:
+                bound_trials += 1
+                covered += output <= bound.bound_tokens
+            samples = samples_of.get(agent)
+            if samples is None:
+                samples = samples_of[agent] = OutputSamples(capacity)
+            samples.add(output)
+            hashes = call.block_hashes
+            if hashes:
+                previous = last_by_agent.get(agent)
+                observe_prefix(agent, hashes, previous, last_any, previous is None)
+                last_by_agent[agent] = last_any = hashes
+        q, c = self.config.bound_quantile, self.config.bound_confidence
+        for agent in {names[id(call)] for call in calls}:
+            bounds[agent] = samples_of[agent].summary(q, c)
+        return covered, bound_trials
+
+    def _learn_steps(self, steps: Sequence[Step]) -> None:
+        touched = set()
+        for prev, nxt in itertools.pairwise(steps):
+            key = (prev.agent, nxt.agent)
+            samples = self.delays_ms.get(key)
+            if samples is None:
+                if len(self.delays_ms) >= _MAX_TRANSITIONS:
+                    continue
+                samples = self.delays_ms[key] = OutputSamples(_DELAY_SAMPLES)
+            samples.add(round(max(0.0, nxt.start_s - prev.end_s) * 1000.0))
+            touched.add(key)
+        for key in touched:
+            self.median_delay_s[key] = self.delays_ms[key].quantile_value(0.5) / 1000.0
+        width_sum, width_steps = self.width_sum, self.width_steps
+        for step in steps:
+            width_sum[step.agent] = width_sum.get(step.agent, 0.0) + step.width
+            width_steps[step.agent] = width_steps.get(step.agent, 0) + 1
+        for agent in {step.agent for step in steps}:
+            self.mean_width[agent] = width_sum[agent] / width_steps[agent]
+
+    # -- prediction ------------------------------------------------------------
+    def predict(self, live: LiveSession | None, agent: str | None, session: str | None, now_s: float) -> Prediction:
+        """Predictions for ``live`` (None: a session not seen yet).
+
+        With ``agent``: a call of that agent is arriving now (bound and prefix are for
+        it); without: what follows the last finished step (bound and prefix are for the
+        most likely next agent). Remaining steps and work count what follows that step.
+        """
+        history = live.history if live is not None else []
+        current: str | None = None
+        visits = 0
+        if agent is not None:
+            current = self._name_for_lookup(agent) if agent else UNKNOWN_AGENT
+            visits = (live.visits.get(current, 0) if live is not None else 0) + 1
+            context = [START, *history[-(self.config.max_order - 1) :], current] if self.config.max_order > 1 else [START, current]
+        else:
+            current = history[-1] if history else None
+            visits = live.visits.get(current, 0) if live is not None and current else 0
+            context = [START, *history[-self.config.max_order :]]
+        stats = self.automaton.lookup(context, min(visits, self.config.loop_count_cap))
+        next_agents = stats.ranked if stats is not None else ()
+        steps_left = work_left = None
+        if stats is not None and stats.ended_weight > 0.0:
+            steps_left = stats.steps_sum / stats.ended_weight
+            work_left = stats.work_sum / stats.ended_weight
+        top = next_agents[0][0] if next_agents else None
+        subject = current if agent is not None else top
+        if subject == END:
+            subject = None
+        bound = self.bounds.get(subject) if subject else None
+        arrival = None
+        if agent is None and live is not None and live.last_end_s is not None and top and top != END and current:
+            delay = self.median_delay_s.get((current, top))
+            if delay is not None:
+                arrival = live.last_end_s + delay
+        fanout = mass = 0.0
+        for name, p in next_agents:
+            if name != END:
+                fanout += p * self.mean_width.get(name, 1.0)
+                mass += p
+        return Prediction(
+            workflow=self.name,
+            session=session,
+            agent=agent,
+            mode=self.modes.mode,
+            next_agents=next_agents,
+            expected_remaining_steps=steps_left,
+            expected_remaining_work_tokens=work_left,
+            output_bound_tokens=bound.bound_tokens if bound is not None else None,
+            next_arrival_s=arrival,
+            expected_fanout=fanout / mass if mass > 0.0 else 1.0,
+            prefix=self._prefix(live, subject),
+            reason=f"{self.automaton.chosen.name} after {current or 'start'}",
+        )
+
+    def _prefix(self, live: LiveSession | None, agent: str | None) -> PrefixPrediction:
+        if agent is None:
+            return PrefixPrediction("none")
+        if live is None:
+            return self.composition.predict(agent, None, None, 64)
+        return self.composition.predict(agent, live.last_prompt_by_agent.get(agent), live.last_prompt, live.block_size)
+
+    # -- reports ---------------------------------------------------------------
+    def snapshot(self) -> WorkflowSnapshot:
+        c = self.config
+        return WorkflowSnapshot(
+            workflow=self.name,
+            sessions_learned=self.sessions_learned,
+            calls_learned=self.calls_learned,
+            mode=self.modes.state(),
+            context_model=self.automaton.chosen.name,
+            model_scores={s.name: round(self.automaton.accuracy(s.name), 4) for s in self.automaton.specs},
+            regex=self.regex.render(c.prune_min_probability),
+            edges=self.automaton.edges(c.prune_min_probability),
+            agents=dict(sorted(self.bounds.items())),
+            delays_s={
+                f"{a} -> {b}": (s.quantile_value(0.5) / 1000.0, s.quantile_value(0.9) / 1000.0)
+                for (a, b), s in sorted(self.delays_ms.items())
+            },
+            prefixes=self.composition.summary(),
+            fanout={a: round(w, 3) for a, w in sorted(self.mean_width.items()) if w > 1.0},
+        )

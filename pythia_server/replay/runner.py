@@ -1,0 +1,492 @@
+"""The offline replay driver: a workload through a policy bundle onto N simulated replicas.
+
+It wires three pure parts together on one virtual clock: the workload's readiness rule
+(:class:`~pythia_server.replay.dependencies.DependencyTracker`, Dynamo's rule), the
+policy bundle (router, priority, cache hints; ``make_policy``) and H1's simulated SGLang
+replicas (:class:`~pythia_server.engine.virtual.VirtualCluster`). It drives the policies
+the way the live gateway does (``gateway/proxy.py`` and ``gateway/pool.py``):
+
+- a call arrives when it is ready (no gateway latency); its ``CallInfo`` carries the
+  prompt's chained block hashes at the gateway's block size (``tokens.block_hashes`` of
+  the token ids the engine gets: equal numbers, computed per hash id, not per token),
+  ``max_tokens`` = the recorded output length, and the workload's tags;
+- the router sees one ``ReplicaView`` per replica built like ``Replica.view()``: calls
+  routed and not finished, and their prompt plus ``max_tokens`` (the driver's own
+  accounting, ``pool.begin`` / ``pool.end``), the engine's waiting requests and used KV
+  (what the gateway reads from ``/v1/loads``; here exact, there up to one probe old),
+  and ``cached_prefix_tokens``: what a KV-event index (``sglang_backend/kv_index.py``)
+  would say is cached there, read from the radix tree without touching it;
+- the priority policy is asked once at submission (SGLang fixes priority there); cache
+  hints are told ``on_start`` / ``on_finish`` / ``on_session_end`` and steer eviction
+  through ``policy.baselines.node_sort_key``; a ``PrefetchAction`` becomes a prefill-only
+  request (``max_new_tokens`` 0) at its ``at_s``, dropped when the replica lacks room.
+
+Prompts are Dynamo's synthesis (``workload.prompt_token_ids``); outputs are generated
+with ``ignore_eos`` so each call produces exactly its recorded ``output_length``. The
+result holds one record per call and per session; :mod:`replay.metrics` reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from pythia_sdk.protocol import AgentTags
+from pythia_server.engine.radix_cache import RadixCache
+from pythia_server.engine.step_time import StepTimeModel
+from pythia_server.engine.types import EngineConfig, FinishedRequest, GenerateRequest
+from pythia_server.engine.virtual import VirtualCluster
+from pythia_server.policy.baselines.retention import node_sort_key
+from pythia_server.policy.types import CacheOwner, CallInfo, CallOutcome, PolicyBundle, PrefetchAction, ReplicaView
+from pythia_server.replay.arrivals import ClosedLoop
+from pythia_server.replay.dependencies import DependencyTracker, ReadyCall
+from pythia_server.replay.workload import WorkloadRequest, prompt_token_ids, session_key
+
+__all__ = ["ReplayConfig", "ReplayResult", "ReplayRunner", "RequestResult", "SessionResult", "engine_config_for"]
+
+_BLOCK_SEED = 0
+#: Routers that read ``ReplicaView.cached_prefix_tokens`` (a KV-event index's answer); the
+#: others keep their own view (sgl-router's approximate tree), so the driver skips the walk.
+ROUTERS_READING_CACHE = frozenset({"dynamo_kv"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """How to run: replica count, their SGLang config, the gateway's block size, admission."""
+
+    replicas: int = 1
+    engine: EngineConfig = field(default_factory=EngineConfig.from_gpu)
+    block_size: int = 64  # tokens per CallInfo.block_hashes entry (the gateway's --block-size)
+    concurrency: int | None = None  # closed loop of C sessions; None = ready times from the file
+    max_decode_steps: int = 4096
+    prefetch: bool = True  # realise cache-hint prefetches as prefill-only requests
+
+    def __post_init__(self) -> None:
+        if self.replicas <= 0:
+            raise ValueError("replicas must be positive")
+        if self.block_size <= 0:
+            raise ValueError("block_size must be positive")
+        if self.concurrency is not None and self.concurrency <= 0:
+            raise ValueError("concurrency must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """One workload call as served; times in virtual seconds."""
+
+    request_id: str
+    session: str
+    workflow: str | None
+    agent: str | None
+    replica_id: str
+    route_reason: str
+    priority: int | None
+    ready_s: float  # when it reached the gateway (= the engine: no gateway latency offline)
+    first_token_s: float | None
+    finish_s: float
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    retractions: int
+    finish_reason: str
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.ready_s
+
+    @property
+    def e2e_s(self) -> float:
+        return self.finish_s - self.ready_s
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    session: str
+    workflow: str | None
+    start_s: float  # its first call ready
+    end_s: float  # its last call finished
+    calls: int
+
+    @property
+    def jct_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    policy: str
+    replicas: int
+    requests: tuple[RequestResult, ...]
+    sessions: tuple[SessionResult, ...]
+    end_s: float  # virtual time when the last event ran
+    busy_s: dict[str, float]  # per replica: virtual time spent stepping
+    retractions: int  # decode-time retractions under KV pressure, all replicas
+    preemptions: int  # running requests displaced by more urgent ones, all replicas
+    prefetches_sent: int = 0
+    prefetches_dropped: int = 0  # no room on the replica, or nothing the driver could rebuild
+    prefetches_resident: int = 0  # already cached: nothing sent
+    events: int = 0
+
+
+def engine_config_for(bundle: PolicyBundle, base: EngineConfig) -> EngineConfig:
+    """The replica flags the bundle asks for (``EngineSettings``) over the base config."""
+    s = bundle.engine
+    return replace(
+        base,
+        schedule_policy=s.schedule_policy,
+        radix_eviction_policy=s.radix_eviction_policy,
+        enable_priority_scheduling=s.enable_priority_scheduling,
+        enable_priority_preemption=s.priority_preemption,
+        priority_scheduling_preemption_threshold=s.priority_preemption_threshold,
+        schedule_low_priority_values_first=s.low_priority_values_first,
+    )
+
+
+def peek_prefix_tokens(cache: RadixCache, ids: Sequence[int]) -> int:
+    """Longest cached page-aligned prefix of ``ids``, without touching LRU state or splitting."""
+    page = cache.page_size
+    end = len(ids) // page * page
+    node, matched = cache.root, 0
+    while matched < end:
+        child = node.children.get(ids[matched] if page == 1 else cache._child_key(ids, matched))
+        if child is None:
+            break
+        key = child.key
+        n = len(key)
+        if matched + n <= end and ids[matched : matched + n] == key:
+            matched += n
+            node = child
+            continue
+        common = 0
+        limit = min(n, end - matched)
+        while common < limit and key[common] == ids[matched + common]:
+            common += 1
+        matched += common // page * page
+        break
+    return matched
+
+
+def _prompt_ids(request: WorkloadRequest) -> list[int]:
+    """``workload.prompt_token_ids``, a third faster (whole blocks appended, one tail)."""
+    size, length, hash_ids = request.block_size, request.input_length, request.hash_ids
+    full = min(length // size, len(hash_ids))
+    ids: list[int] = []
+    for h in hash_ids[:full]:
+        ids += [h] * size
+    rest = length - full * size
+    if rest > 0 and full < len(hash_ids):
+        ids += [hash_ids[full]] * rest
+    return ids
+
+
+class _BlockHasher:
+    """Chained block hashes of a synthesised prompt at the gateway's block size, per hash id.
+
+    Dynamo's synthesis repeats hash id ``h`` over its whole trace block, so a gateway
+    block inside it is ``[h] * block_size`` and its chained hash needs only the parent and
+    ``h``: computing it per block rather than per token keeps 10,000-run replays fast.
+    Values differ from ``tokens.block_hashes`` (Python's tuple hash, not CRC) but equal
+    exactly when those would be equal (same prefix), which is all a policy compares.
+    Gateway blocks straddling trace blocks (sizes not dividing) fall back to tokens.
+    """
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self.block_token: dict[int, int] = {}  # block hash -> its repeated token (prefetch rebuild)
+
+    def hashes(self, request: WorkloadRequest, keep_tokens: bool) -> tuple[int, ...]:
+        b, tb = self.block_size, request.block_size
+        full = request.input_length // b
+        if tb % b != 0:
+            from pythia_server.tokens import block_hashes
+
+            return tuple(block_hashes(prompt_token_ids(request), b))
+        per = tb // b
+        ids = request.hash_ids
+        out: list[int] = []
+        parent = _BLOCK_SEED
+        if per == 1:
+            for h in ids[:full]:
+                parent = hash((parent, h))
+                out.append(parent)
+        else:
+            for i in range(full):
+                parent = hash((parent, ids[i // per]))
+                out.append(parent)
+        if keep_tokens:
+            token = self.block_token
+            for i, value in enumerate(out):
+                token[value] = ids[i // per]
+        return tuple(out)
+
+
+@dataclass(slots=True)
+class _Live:
+    """A call in flight: what the driver must remember until it finishes."""
+
+    request: WorkloadRequest
+    info: CallInfo
+    replica_id: str
+    reason: str
+    priority: int | None
+    reserved_tokens: int
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    running_requests: int = 0
+    outstanding_tokens: int = 0
+
+
+class ReplayRunner:
+    """One replay of ``requests`` under ``bundle``; build a fresh one (and bundle) per run."""
+
+    def __init__(
+        self,
+        requests: Sequence[WorkloadRequest],
+        bundle: PolicyBundle,
+        config: ReplayConfig | None = None,
+        step_time: StepTimeModel | None = None,
+    ) -> None:
+        self.requests = list(requests)
+        self.bundle = bundle
+        self.config = config or ReplayConfig()
+        self.step_time = step_time or StepTimeModel.load()
+        self.replica_ids = [f"r{i}" for i in range(self.config.replicas)]
+        hints = bundle.cache_hints
+        eviction_key = None
+        if hints is not None:
+            def key_for(_replica: str):  # type: ignore[no-untyped-def]
+                def key(owners: tuple, last_access: int, now_s: float) -> tuple | None:
+                    sort_key = node_sort_key(hints, owners, last_access, now_s)  # type: ignore[arg-type]
+                    return None if sort_key[0] == 1 else sort_key  # pinned: not evictable now
+
+                return key
+
+            eviction_key = key_for
+        self.cluster = VirtualCluster(
+            self.replica_ids,
+            engine_config_for(bundle, self.config.engine),
+            self.step_time,
+            self.config.max_decode_steps,
+            eviction_key=eviction_key,
+            on_step=self._on_step,
+        )
+        self._tracker = DependencyTracker(self.requests)
+        self._hasher = _BlockHasher(self.config.block_size)
+        self._outstanding = {rid: _Outstanding() for rid in self.replica_ids}
+        self._live: dict[str, _Live] = {}
+        self._results: list[RequestResult] = []
+        self._session_start: dict[str, float] = {}
+        self._session_end: dict[str, float] = {}
+        self._session_calls: dict[str, int] = {}
+        self._session_workflow: dict[str, str | None] = {}
+        self._tool_after = {d for r in self.requests if (r.tool_wait_ms or 0) > 0 for d in r.wait_for}
+        self._loop: ClosedLoop | None = None
+        self._prefetch_seq = 0
+        self.prefetches_sent = 0
+        self.prefetches_dropped = 0
+        self.prefetches_resident = 0
+        self._ran = False
+        self._cache_view = bundle.router.name in ROUTERS_READING_CACHE
+        self._view_cache: dict[str, ReplicaView] = {}
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> ReplayResult:
+        if self._ran:
+            raise RuntimeError("a ReplayRunner runs once; build another (with a fresh bundle)")
+        self._ran = True
+        if self.config.concurrency is None:
+            for ready in self._tracker.initial():
+                self._schedule(ready)
+        else:
+            self._loop = ClosedLoop(self._tracker.session_order(), self.config.concurrency)
+            for key in self._loop.start():
+                self._start_session(key, 0.0)
+        end_s = self.cluster.run()
+        if not self._tracker.done:
+            missing = len(self.requests) - len(self._results)
+            raise RuntimeError(f"replay stalled with {missing} calls unfinished (an engine could not admit them)")
+        loads = [self.cluster.load(r) for r in self.replica_ids]
+        sessions = tuple(
+            SessionResult(key, self._session_workflow.get(key), start, self._session_end[key], self._session_calls[key])
+            for key, start in self._session_start.items()
+        )
+        return ReplayResult(
+            policy=self.bundle.name,
+            replicas=len(self.replica_ids),
+            requests=tuple(self._results),
+            sessions=sessions,
+            end_s=end_s,
+            busy_s={r: self.cluster.busy_seconds(r) for r in self.replica_ids},
+            retractions=sum(load.retractions_total for load in loads),
+            preemptions=sum(load.preemptions_total for load in loads),
+            prefetches_sent=self.prefetches_sent,
+            prefetches_dropped=self.prefetches_dropped,
+            prefetches_resident=self.prefetches_resident,
+            events=self.cluster.events_processed,
+        )
+
+    def _start_session(self, key: str, start_s: float) -> None:
+        for ready in self._tracker.start_session(key, start_s * 1000.0):
+            self._schedule(ready)
+
+    def _schedule(self, ready: ReadyCall) -> None:
+        request = ready.request
+        self.cluster.call_at(ready.ready_ms / 1000.0, lambda: self._arrive(request))
+
+    # ------------------------------------------------------------------ one call
+    def _on_step(self, replica_id: str, _result: object) -> None:
+        self._view_cache.pop(replica_id, None)  # its load changed: read it again when next asked
+
+    def _views(self, ids: list[int]) -> list[ReplicaView]:
+        """What ``Replica.view()`` gives the gateway's router, one per replica.
+
+        A view is rebuilt only when its replica stepped or took or finished a call since the
+        last one was built (or, for routers reading the cache view, every time).
+        """
+        views = []
+        cache = self._view_cache
+        for rid in self.replica_ids:
+            view = cache.get(rid)
+            if view is None or self._cache_view:
+                engine = self.cluster.engine(rid)
+                load = engine.load()
+                mine = self._outstanding[rid]
+                total = load.max_total_num_tokens
+                view = cache[rid] = ReplicaView(
+                    replica_id=rid,
+                    running_requests=mine.running_requests,
+                    queued_requests=load.num_waiting_reqs,
+                    outstanding_tokens=mine.outstanding_tokens,
+                    free_kv_tokens=max(total - load.num_used_tokens, 0),
+                    total_kv_tokens=total,
+                    cached_prefix_tokens=peek_prefix_tokens(engine.cache, ids) if self._cache_view else 0,
+                )
+            views.append(view)
+        return views
+
+    def _arrive(self, request: WorkloadRequest) -> None:
+        now_s = self.cluster.now_s
+        key = session_key(request)
+        if key not in self._session_start:
+            self._session_start[key] = now_s
+            self._session_calls[key] = 0
+            self._session_workflow[key] = request.workflow_type
+        self._session_calls[key] += 1
+        bundle = self.bundle
+        hints = bundle.cache_hints
+        tags = AgentTags(request.workflow_type, request.session_id, request.agent, request.parent_agent)
+        info = CallInfo(
+            call_id=request.request_id,
+            tags=tags,
+            prompt_tokens=request.input_length,
+            block_hashes=self._hasher.hashes(request, keep_tokens=hints is not None),
+            max_tokens=request.output_length,
+            arrival_s=now_s,
+        )
+        ids = _prompt_ids(request)
+        decision = bundle.router.route(info, self._views(ids), now_s)
+        replica_id = decision.replica_id
+        priority = bundle.priority.priority(info, now_s) if bundle.priority is not None else None
+        if hints is not None:
+            hints.on_start(info, replica_id, now_s)
+        reserved = request.input_length + request.output_length
+        mine = self._outstanding[replica_id]
+        mine.running_requests += 1
+        mine.outstanding_tokens += reserved
+        self._live[request.request_id] = _Live(request, info, replica_id, decision.reason, priority, reserved)
+        generate = GenerateRequest(
+            rid=request.request_id,
+            input_ids=ids,
+            max_new_tokens=request.output_length,
+            ignore_eos=True,
+            priority=priority,
+            owner=CacheOwner.of(tags) if hints is not None else None,
+        )
+        self._view_cache.pop(replica_id, None)
+        self.cluster.submit(replica_id, generate, self._finished)
+
+    def _finished(self, done: FinishedRequest) -> None:
+        now_s = self.cluster.now_s
+        live = self._live.pop(done.rid)
+        request, info, replica_id = live.request, live.info, live.replica_id
+        mine = self._outstanding[replica_id]
+        mine.running_requests -= 1
+        mine.outstanding_tokens -= live.reserved_tokens
+        self._view_cache.pop(replica_id, None)
+        bundle = self.bundle
+        bundle.router.on_finish(info, replica_id, now_s)
+        if bundle.priority is not None or bundle.cache_hints is not None:
+            self._tell_outcome(live, done, now_s)
+        key = session_key(request)
+        self._results.append(RequestResult(
+            request_id=request.request_id, session=key, workflow=request.workflow_type, agent=request.agent,
+            replica_id=replica_id, route_reason=live.reason, priority=live.priority, ready_s=done.arrival_s,
+            first_token_s=done.first_token_s, finish_s=done.finish_s, prompt_tokens=done.prompt_tokens,
+            cached_tokens=done.cached_tokens, output_tokens=done.completion_tokens, retractions=done.retractions,
+            finish_reason=str(done.finish_reason.get("type")),
+        ))
+        self._session_end[key] = max(self._session_end.get(key, now_s), now_s)
+        for ready in self._tracker.complete(request.request_id, now_s * 1000.0):
+            self._schedule(ready)
+        if self._tracker.session_finished(key):
+            if bundle.cache_hints is not None and request.session_id is not None:
+                bundle.cache_hints.on_session_end(request.session_id, now_s)
+            if self._loop is not None:
+                for nxt in self._loop.on_session_finished(key):
+                    self._start_session(nxt, now_s)
+
+    def _tell_outcome(self, live: _Live, done: FinishedRequest, now_s: float) -> None:
+        """``CallOutcome`` to the priority and cache-hint policies; schedule their prefetches."""
+        bundle = self.bundle
+        info, replica_id, request = live.info, live.replica_id, live.request
+        ok = done.finish_reason.get("type") != "abort"
+        ttft = (done.first_token_s if done.first_token_s is not None else done.finish_s) - done.arrival_s
+        prefill_s = self.step_time.prefill_s([max(done.prompt_tokens - done.cached_tokens, 1)], [done.cached_tokens])
+        queue_s = max(ttft - prefill_s, 0.0)  # the engine does not report when it first scheduled the call
+        outcome = CallOutcome(
+            call=info,
+            replica_id=replica_id,
+            prompt_tokens=done.prompt_tokens,
+            cached_tokens=done.cached_tokens,
+            output_tokens=done.completion_tokens,
+            queue_s=queue_s,
+            service_s=done.finish_s - done.arrival_s - queue_s,
+            finished_s=done.finish_s,
+            ok=ok,
+            ends_with_tool_call=request.request_id in self._tool_after,
+        )
+        if bundle.priority is not None:
+            bundle.priority.on_finish(outcome, now_s)
+        if bundle.cache_hints is not None:
+            for action in bundle.cache_hints.on_finish(outcome, now_s):
+                if self.config.prefetch:
+                    self.cluster.call_at(action.at_s, lambda a=action: self._prefetch(a))
+
+    # ------------------------------------------------------------------ cache actions
+    def _prefetch(self, action: PrefetchAction) -> None:
+        """A prefetch as a prefill-only request, only if the replica has room for it."""
+        ids: list[int] = []
+        size = self._hasher.block_size
+        for block in action.block_hashes:
+            token = self._hasher.block_token.get(block)
+            if token is None:
+                break  # a block the driver never saw: warm what it can rebuild
+            ids.extend([token] * size)
+        engine = self.cluster.engine(action.replica_id) if action.replica_id in self._outstanding else None
+        if engine is None or len(ids) < 2:
+            self.prefetches_dropped += 1
+            return
+        if peek_prefix_tokens(engine.cache, ids) >= len(ids) - size:
+            self.prefetches_resident += 1
+            return  # already resident: nothing to do
+        if engine.free_tokens + engine.cache.evictable_size < len(ids):
+            self.prefetches_dropped += 1
+            return
+        self._prefetch_seq += 1
+        self.prefetches_sent += 1
+        request = GenerateRequest(rid=f"prefetch-{self._prefetch_seq}", input_ids=ids, max_new_tokens=0,
+                                  owner=action.owner)
+        self._view_cache.pop(action.replica_id, None)
+        self.cluster.submit(action.replica_id, request, lambda _done: None)

@@ -1,0 +1,81 @@
+"""``pythia-server report --html FILE``: load the full report and write the offline file.
+
+From ``--db`` the full report is built here (call and session records, plus every key of
+docs/reports.md that records alone give); from ``--url`` it is fetched from the live
+pages' ``/pythia/report.json`` (which carries the profiler's view and the policies'
+actions), falling back to the JSON API's ``/pythia/api/report`` on older gateways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pythia_server.reports.html import render_html
+
+__all__ = ["fetch_full_report", "load_full_report", "write_html"]
+
+
+def load_full_report(db_path: str, workflow: str | None = None) -> dict[str, Any]:
+    """The full report from a store file, read-only (safe while a gateway writes)."""
+    import sqlite3
+
+    from pythia_server.cli import CliError
+    from pythia_server.reports.enrich import build_full_report
+    from pythia_server.store.sqlite import StoreReader
+
+    try:
+        reader = StoreReader(db_path)
+    except FileNotFoundError:
+        raise CliError(f"no store at {db_path} (start `pythia-server serve --db {db_path}` first)") from None
+    try:
+        return build_full_report(reader.calls(), reader.sessions(), workflow=workflow, now_s=time.time())
+    except sqlite3.DatabaseError as exc:
+        raise CliError(f"{db_path} is not a Pythia store: {exc}") from None
+    finally:
+        reader.close()
+
+
+def fetch_full_report(url: str, workflow: str | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
+    """GET ``/pythia/report.json`` from a running gateway; the API's report if it has none."""
+    from pythia_server.cli import CliError
+    from pythia_server.reports.command import fetch_report
+
+    target = url.rstrip("/") + "/pythia/report.json"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout_s) as response:  # the user's own URL
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise CliError(f"{target} answered {exc.code}") from None
+        return fetch_report(url, workflow, timeout_s)
+    except (urllib.error.URLError, OSError) as exc:
+        raise CliError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+    except ValueError:
+        raise CliError(f"{target} did not return JSON") from None
+    if workflow is not None:
+        report["workflows"] = [w for w in report.get("workflows", []) if w.get("workflow") == workflow]
+    return report
+
+
+def write_html(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Write the self-contained HTML report atomically (a reader never sees half a file)."""
+    from pythia_server.cli import CliError
+
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pythia-report-", suffix=".html", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(render_html(report))
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return target

@@ -1,0 +1,136 @@
+"""The radix cache: page-aligned matching, splits, lock protection, eviction order, events."""
+
+from __future__ import annotations
+
+from pythia_server.engine.events import AllBlocksCleared, BlockRemoved, BlockStored
+from pythia_server.engine.radix_cache import RadixCache
+from pythia_server.tokens import block_hashes
+
+
+def test_match_after_insert_and_split() -> None:
+    cache = RadixCache(page_size=1)
+    cache.insert([1, 2, 3, 4, 5])
+    assert cache.match_prefix([1, 2, 3, 9]).prefix_len == 3  # splits the node
+    assert cache.match_prefix([1, 2, 3, 4, 5, 6]).prefix_len == 5
+    existing, _ = cache.insert([1, 2, 3, 7, 8])
+    assert existing == 3
+    assert cache.total_size == 7
+    assert cache.match_prefix([1, 2, 3, 7, 8]).prefix_len == 5
+    assert cache.match_prefix([2]).prefix_len == 0
+
+
+def test_pages_match_and_store_whole_pages_only() -> None:
+    cache = RadixCache(page_size=4)
+    existing, _ = cache.insert(list(range(10)))  # 8 tokens stored, the 2-token tail is not
+    assert existing == 0 and cache.total_size == 8
+    assert cache.match_prefix(list(range(10))).prefix_len == 8
+    assert cache.match_prefix([0, 1, 2, 3, 4, 5, 99, 7]).prefix_len == 4  # mismatch inside page 2
+
+
+def test_locked_path_is_not_evicted_and_lru_goes_first() -> None:
+    cache = RadixCache(page_size=1)
+    cache.insert([1, 1, 1])
+    _, locked = cache.insert([2, 2, 2])
+    cache.insert([3, 3, 3])
+    cache.match_prefix([1, 1, 1])  # touch: [1,1,1] is now more recent than [3,3,3]
+    cache.inc_lock_ref(locked)
+    assert cache.protected_size == 3 and cache.evictable_size == 6
+    assert cache.evict(3) == 3
+    assert cache.match_prefix([3, 3, 3]).prefix_len == 0  # least recently used went first
+    assert cache.evict(100) == 3  # only the unlocked one can go
+    assert cache.match_prefix([2, 2, 2]).prefix_len == 3
+    cache.dec_lock_ref(locked)
+    assert cache.evictable_size == 3 and cache.evict(100) == 3 and cache.total_size == 0
+
+
+def test_lock_on_a_leaf_protects_its_ancestors() -> None:
+    cache = RadixCache(page_size=1)
+    cache.insert([1, 2, 3])
+    _, leaf = cache.insert([1, 2, 3, 4, 5])
+    cache.inc_lock_ref(leaf)
+    assert cache.evict(10) == 0
+    assert cache.match_prefix([1, 2, 3, 4, 5]).prefix_len == 5
+
+
+def test_eviction_cascades_to_parents_that_become_leaves() -> None:
+    cache = RadixCache(page_size=1)
+    cache.insert([1, 2, 3])
+    cache.insert([1, 2, 3, 4, 5])
+    assert cache.evict(4) == 5  # the leaf (2 tokens), then its parent (3 tokens)
+    assert cache.total_size == 0
+
+
+def test_lfu_policy_keeps_frequently_hit_prefixes() -> None:
+    cache = RadixCache(page_size=1, eviction_policy="lfu")
+    cache.insert([1, 1])
+    cache.insert([2, 2])
+    for _ in range(3):
+        cache.match_prefix([1, 1])
+    cache.match_prefix([2, 2])  # most recent, but hit less often
+    cache.evict(2)
+    assert cache.match_prefix([1, 1]).prefix_len == 2
+    assert cache.match_prefix([2, 2]).prefix_len == 0
+
+
+def test_events_carry_the_chained_block_hashes_of_the_prefix() -> None:
+    events: list[object] = []
+    cache = RadixCache(page_size=2, listener=events.append)
+    first = [10, 11, 12, 13, 14, 15]
+    second = [10, 11, 12, 13, 20, 21, 22]
+    cache.insert(first)
+    cache.insert(second)
+    stored = [e for e in events if isinstance(e, BlockStored)]
+    assert stored[0].block_hashes == block_hashes(first, 2)
+    assert stored[0].parent_block_hash is None and stored[0].token_ids == first
+    # the second insert stores only the new page, chained on the shared prefix
+    assert stored[1].block_hashes == block_hashes(second, 2)[2:]
+    assert stored[1].parent_block_hash == block_hashes(first, 2)[1]
+    assert stored[1].token_ids == [20, 21] and stored[1].block_size == 2
+    cache.evict(100)
+    removed = [h for e in events if isinstance(e, BlockRemoved) for h in e.block_hashes]
+    assert sorted(removed) == sorted(set(block_hashes(first, 2)) | set(block_hashes(second, 2)))
+    cache.reset()
+    assert isinstance(events[-1], AllBlocksCleared)
+
+
+def test_caller_eviction_key_sees_owners_and_can_pin() -> None:
+    """The seam for cache-hint policies: owners recorded on nodes, keys per eviction, pins."""
+    calls: list[float] = []
+
+    def key(owners: tuple, last_access: int, now_s: float) -> tuple | None:
+        calls.append(now_s)
+        if "pinned" in owners:
+            return None
+        return (0 if "cold" in owners else 1, last_access)
+
+    cache = RadixCache(page_size=1, eviction_key=key)
+    cache.insert([1, 1, 1], owner="pinned")
+    cache.insert([2, 2, 2], owner="warm")
+    cache.insert([3, 3, 3], owner="cold")
+    cache.match_prefix([2, 2, 2], owner="cold")  # a shared prefix gets both owners
+    assert cache.evict(3, now_s=5.0) == 3
+    assert cache.match_prefix([3, 3, 3]).prefix_len == 0  # cold only: first to go
+    assert cache.evict(100, now_s=6.0) == 3  # the pinned one is skipped like a locked one
+    assert cache.match_prefix([1, 1, 1]).prefix_len == 3
+    assert calls and set(calls) == {5.0, 6.0}
+
+
+def test_eviction_order_survives_heavy_churn() -> None:
+    """Many touches, locks and evictions: what goes is always the least recently used leaf."""
+    import random
+
+    rng = random.Random(3)
+    cache = RadixCache(page_size=1)
+    keys = [[i, i + 1, i + 2] for i in range(0, 6000, 3)]
+    for key in keys:
+        cache.insert(key)
+    for _ in range(3000):
+        cache.match_prefix(rng.choice(keys))  # touches re-key lazily
+    for _ in range(500):
+        touched = {id(n): n.last_access for n in cache._leaves}
+        oldest = min(touched.values())
+        before = set(map(id, cache._leaves))
+        cache.evict(1)
+        gone = before - set(map(id, cache._leaves))
+        assert len(gone) == 1 and touched[gone.pop()] == oldest
+    assert cache.total_size == (len(keys) - 500) * 3

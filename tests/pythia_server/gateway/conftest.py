@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pythia_server.config import GatewayConfig
+from pythia_server.gateway.app import Gateway, build_app
+from pythia_server.sglang_backend.sim_server import SimServerConfig
+from pythia_server.sglang_backend.sim_server import build_app as build_sim_app
+from tests.pythia_server.gateway.servers import FakeSGLang, ServerThread
+
+SIM_MODEL = "sim-model"
+
+
+@dataclass
+class RunningGateway:
+    server: ServerThread
+    gateway: Gateway
+    db_path: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def start_gateway(tmp_path: Path, backends: list[tuple[str, str]], **changes: object) -> RunningGateway:
+    config = GatewayConfig(db_path=str(tmp_path / "pythia.db"), health_interval_s=0.2, **changes)
+    app = build_app(config, backends)
+    server = ServerThread(app).start()
+    return RunningGateway(server, app.state.gateway, tmp_path / "pythia.db")
+
+
+@pytest.fixture
+def fakes() -> Iterator[list[tuple[FakeSGLang, ServerThread]]]:
+    replicas = [FakeSGLang(), FakeSGLang()]
+    threads = [ServerThread(f.app).start() for f in replicas]
+    yield list(zip(replicas, threads))
+    for t in threads:
+        t.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, fakes: list[tuple[FakeSGLang, ServerThread]]) -> Iterator[RunningGateway]:
+    running = start_gateway(tmp_path, [(f"r{i}", t.url) for i, (_, t) in enumerate(fakes)])
+    yield running
+    running.server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """One gateway over one fake replica for a module's read-only checks."""
+    fake = FakeSGLang()
+    replica = ServerThread(fake.app).start()
+    running = start_gateway(tmp_path_factory.mktemp("shared"), [("r0", replica.url)])
+    yield running
+    running.server.stop()
+    replica.stop()
+
+
+@pytest.fixture
+def sims() -> Iterator[list[ServerThread]]:
+    """Two simulated SGLang engines in-process (H1's sim_server), 100x faster than real time."""
+    threads = [ServerThread(build_sim_app(SimServerConfig(model=SIM_MODEL, speedup=100.0, seed=i))).start()
+               for i in range(2)]
+    yield threads
+    for t in threads:
+        t.stop()
+
+
+@pytest.fixture
+def sim_gateway(tmp_path: Path, sims: list[ServerThread]) -> Iterator[RunningGateway]:
+    running = start_gateway(tmp_path, [(f"sim-{i}", t.url) for i, t in enumerate(sims)])
+    yield running
+    running.server.stop()
