@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             return report.returncode
     finally:
         _stop(server)
-    print(f"\nHTML report: {html.resolve()}")
     return 0
 
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from pythia_server.profiler.types import ProfilerConfig
+
 __all__ = ["ENV_PREFIX", "GatewayConfig"]
 
 #: Environment variables are ``PYTHIA_`` plus the upper-cased field name,
@@ -47,6 +49,21 @@ class GatewayConfig:
     #: Store writes are batched: at most this many rows or this long before a commit.
     store_batch_rows: int = 512
     store_flush_interval_s: float = 0.1
+    #: Distinct (workflow, agent) label pairs in the per-agent /metrics series; the rest are "other".
+    max_agent_labels: int = 200
+    #: Answer non-streaming calls from an upstream stream, so every call has a TTFT.
+    assemble_from_stream: bool = True
+    #: Learn each workflow type (the profiler, fed off the request path).
+    profiler_enabled: bool = True
+    #: Output-length bound: quantile and confidence of the distribution-free bound.
+    profiler_quantile: float = 0.9
+    profiler_confidence: float = 0.9
+    #: Shadow -> proactive once this many sessions were judged at these accuracies.
+    profiler_min_sessions: int = 8
+    profiler_promote_top1: float = 0.7
+    profiler_promote_coverage: float = 0.85
+    #: How often the profiler's accuracy is sampled into the report's history.
+    profiler_history_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.block_size <= 0:
@@ -55,6 +72,16 @@ class GatewayConfig:
             raise ValueError("max_body_bytes must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} out of range")
+        for name in ("profiler_quantile", "profiler_confidence"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        for name in ("profiler_promote_top1", "profiler_promote_coverage"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.profiler_min_sessions < 1:
+            raise ValueError("profiler_min_sessions must be at least 1")
+        if self.profiler_history_interval_s <= 0:
+            raise ValueError("profiler_history_interval_s must be positive")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> GatewayConfig:
@@ -67,11 +94,27 @@ class GatewayConfig:
                 continue
             kind = type(getattr(cls(), f.name))
             try:
-                values[f.name] = kind(raw)
+                values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError:
                 raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def profiler_config(self) -> ProfilerConfig:
+        """The profiler's own small config, from the ``profiler_*`` fields."""
+        return ProfilerConfig(bound_quantile=self.profiler_quantile, bound_confidence=self.profiler_confidence,
+                              min_validation_sessions=self.profiler_min_sessions,
+                              promote_top1=self.profiler_promote_top1,
+                              promote_coverage=self.profiler_promote_coverage)
+
     def with_changes(self, **changes: Any) -> GatewayConfig:
         return replace(self, **changes)
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

@@ -355,7 +355,8 @@ class Engine:
         if self._stream and steps:
             for req in decoding:
                 start = req.out - steps
-                deltas.append(TokenDelta(req.rid, req.output_ids[start : req.out], "".join(req.pieces[start : req.out])))
+                deltas.append(TokenDelta(req.rid, req.output_ids[start : req.out], "".join(req.pieces[start : req.out]),
+                                         req.cached_tokens))
         return [self._finish(req, end_s) for req in self._running.pop_finished()]
 
     # --- multi-step decode (offline replay)
@@ -439,7 +440,7 @@ class Engine:
         if req.first_token_s is None:
             req.first_token_s = at_s
         if self._stream:
-            deltas.append(TokenDelta(req.rid, [req.output_ids[index]], req.pieces[index]))
+            deltas.append(TokenDelta(req.rid, [req.output_ids[index]], req.pieces[index], req.cached_tokens))
 
     def _finish(self, req: Req, at_s: float) -> FinishedRequest:
         self._commit(req, len(req.input_ids) + max(req.out - 1, 0) if req.out else len(req.input_ids))

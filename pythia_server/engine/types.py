@@ -126,6 +126,7 @@ class TokenDelta:
     rid: str
     token_ids: list[int]
     text: str
+    cached_tokens: int = 0  # of the prompt, known once its prefill started
 
 
 @dataclass(frozen=True, slots=True)

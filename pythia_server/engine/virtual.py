@@ -71,6 +71,8 @@ class VirtualCluster:
             raise ValueError("at least one replica is needed")
         step_time = step_time or StepTimeModel.load()
         config = config or EngineConfig()
+        self._config, self._step_time = config, step_time
+        self._kv_listener, self._eviction_key = kv_listener, eviction_key
         self.now_s = 0.0
         self.max_decode_steps = max_decode_steps
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
@@ -78,10 +80,7 @@ class VirtualCluster:
         self._on_step = on_step
         self._replicas: dict[str, _Replica] = {}
         for rid in replica_ids:
-            listener = kv_listener(rid) if kv_listener else None
-            key = eviction_key(rid) if eviction_key else None
-            self._replicas[rid] = _Replica(rid, Engine(config, step_time, listener, stream_tokens=False,
-                                                       eviction_key=key))
+            self.add_replica(rid)
         self.events_processed = 0
 
     # ------------------------------------------------------------------ queries
@@ -98,6 +97,26 @@ class VirtualCluster:
     def busy_seconds(self, replica_id: str) -> float:
         """Virtual time the replica spent stepping (for utilisation and replica-seconds)."""
         return self._replicas[replica_id].busy_s
+
+    # ------------------------------------------------------------------ scaling
+    def add_replica(self, replica_id: str) -> None:
+        """A new, empty replica (an autoscaler's scale-up; start-up delay is the driver's)."""
+        if replica_id in self._replicas:
+            raise ValueError(f"replica {replica_id!r} already exists")
+        listener = self._kv_listener(replica_id) if self._kv_listener else None
+        key = self._eviction_key(replica_id) if self._eviction_key else None
+        engine = Engine(self._config, self._step_time, listener, stream_tokens=False, eviction_key=key)
+        self._replicas[replica_id] = _Replica(replica_id, engine)
+
+    def remove_replica(self, replica_id: str) -> None:
+        """Drop an idle replica (drain it first: route nothing new to it, wait for ``is_idle``)."""
+        if not self.is_idle(replica_id):
+            raise ValueError(f"replica {replica_id!r} still has work; drain it first")
+        del self._replicas[replica_id]
+
+    def is_idle(self, replica_id: str) -> bool:
+        replica = self._replicas[replica_id]
+        return not replica.busy and not replica.engine.has_work
 
     # ------------------------------------------------------------------ driver API
     def call_at(self, at_s: float, callback: Callable[[], None]) -> None:

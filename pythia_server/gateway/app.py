@@ -8,9 +8,13 @@ lifespan starts and stops it. Routes:
 - ``GET /v1/models`` (and ``/v1/models/{id}``): the union of the replicas' models
 - ``POST /v1/traces``: OTLP/HTTP spans (when ``gateway/otlp.py`` is present)
 - ``GET /health``, ``GET /metrics``
-- ``GET /pythia/api/report`` (``?workflow=``), ``/pythia/api/sessions``,
+- ``GET /pythia/api/report`` (``?workflow=``; the full report with the profiler's view),
+  ``/pythia/api/workflows`` (``/{name}``: what the profiler learned), ``/pythia/api/sessions``,
   ``/pythia/api/calls``, ``/pythia/api/replicas``
 - ``GET /pythia/`` and below: the live report pages (``reports/pages.py``)
+
+The profiler is fed by :class:`~pythia_server.gateway.learning.ProfilerFeed`, a call
+listener that learns off the request path.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -30,11 +35,13 @@ from starlette.routing import Mount, Route
 
 from pythia_server.config import GatewayConfig
 from pythia_server.errors import InvalidRequestError, NotFoundError, PythiaError, error_body
+from pythia_server.gateway.learning import ProfilerFeed
 from pythia_server.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.gateway.proxy import Proxy
+from pythia_server.gateway.workflows_api import frozen_profiler, workflow_detail, workflow_summary
 from pythia_server.policy.routing import make_router
-from pythia_server.reports.data import build_report
+from pythia_server.reports.enrich import UNTAGGED, build_full_report
 from pythia_server.sglang_backend.client import make_session
 from pythia_server.store.records import CallRecord
 from pythia_server.store.sqlite import Store
@@ -52,13 +59,17 @@ class Gateway:
     def __init__(self, config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> None:
         self.config = config
         self.backends = list(backends)
-        self.metrics = GatewayMetrics(config.max_workflow_labels)
+        self.metrics = GatewayMetrics(config.max_workflow_labels, config.max_agent_labels)
         self.router = make_router(config.router)
         self.store: Store | None = None
         self.pool: ReplicaPool | None = None
         self.proxy: Proxy | None = None
         self._session: Any = None
         self._call_listeners: list[Callable[[CallRecord], None]] = []
+        #: The workflow profiler and its feed (None when ``profiler_enabled`` is off).
+        self.learning: ProfilerFeed | None = ProfilerFeed(config, self.metrics) if config.profiler_enabled else None
+        if self.learning is not None:
+            self.add_call_listener(self.learning.on_call)
 
     def add_call_listener(self, listener: Callable[[CallRecord], None]) -> None:
         """Also hand every finished call record to ``listener`` (e.g. the profiler).
@@ -88,11 +99,15 @@ class Gateway:
                                 health_timeout_s=self.config.health_timeout_s)
         await self.pool.start()
         self.proxy = Proxy(self.config, self.pool, self.router, self.record, self.metrics)
+        if self.learning is not None:
+            await self.learning.start()
 
     async def stop(self) -> None:
         """Finish pending aborts, stop probing, close connections, flush and close the store."""
         if self.proxy is not None:
             await self.proxy.drain_background()
+        if self.learning is not None:
+            await self.learning.stop()
         if self.pool is not None:
             await self.pool.stop()
         if self._session is not None:
@@ -107,6 +122,8 @@ class Gateway:
         for span in records:
             if span.ends_session:
                 self.store.end_session(span.workflow, span.session, span.end_ns / 1e9)
+                if self.learning is not None:
+                    self.learning.end_session(span.workflow, span.session, span.end_ns / 1e9)
 
     async def read(self, fn: Any, *args: Any) -> Any:
         """Run a store query off the event loop, after everything queued so far is written."""
@@ -176,12 +193,42 @@ def _limit(request: Request, default: int = 1000) -> int:
 
 
 async def _api_report(request: Request) -> Response:
+    """The full report (docs/reports.md), with the profiler's view when it runs."""
     gateway = _gateway(request)
     assert gateway.store is not None
     store = gateway.store
     workflow = request.query_params.get("workflow")
-    report = await gateway.read(lambda: build_report(store.calls(), store.sessions(), workflow))
+    now_s = time.time()
+    profiler = history = None
+    if gateway.learning is not None:  # read on the loop, where the profiler lives; built in a thread
+        profiler, history = frozen_profiler(gateway.learning, now_s)
+    tag = "" if workflow == UNTAGGED else workflow  # the store's spelling of "untagged"
+    report = await gateway.read(lambda: build_full_report(
+        store.calls(tag), store.sessions(tag), workflow=workflow, profiler=profiler,
+        history=history, now_s=now_s))
     return JSONResponse(report)
+
+
+async def _api_workflows(request: Request) -> Response:
+    learning = _gateway(request).learning
+    if learning is None:
+        return JSONResponse({"profiler": False, "workflows": []})
+    snapshot = learning.snapshot()
+    return JSONResponse({"profiler": True, "live_sessions": snapshot.live_sessions,
+                         "dropped_observations": snapshot.dropped_observations,
+                         "workflows": [workflow_summary(wf) for wf in snapshot.workflows]})
+
+
+async def _api_workflow(request: Request) -> Response:
+    name = request.path_params["name"]
+    learning = _gateway(request).learning
+    found = None
+    if learning is not None:
+        found = next((wf for wf in learning.snapshot().workflows if wf.workflow == name), None)
+    if learning is None or found is None:
+        why = "the profiler is off" if learning is None else "the profiler has not seen it"
+        raise NotFoundError(f"no workflow type '{name}' ({why})", param="name", code="workflow_not_found")
+    return JSONResponse(workflow_detail(found, learning.history.points(name)))
 
 
 async def _api_sessions(request: Request) -> Response:
@@ -249,7 +296,10 @@ def _page_routes(gateway: Gateway) -> list[Mount]:
     except ImportError:
         log.info("reports/pages.py not available: no pages under /pythia/")
         return []
-    return [Mount("/pythia", app=make_store_pages(gateway.read, lambda: gateway.store))]
+    learning = gateway.learning
+    return [Mount("/pythia", app=make_store_pages(
+        gateway.read, lambda: gateway.store,
+        profiler=learning, history=learning.history if learning is not None else None))]
 
 
 def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> Starlette:
@@ -273,6 +323,8 @@ def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> Sta
         Route("/health", _health, methods=["GET"]),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/pythia/api/report", _api_report, methods=["GET"]),
+        Route("/pythia/api/workflows", _api_workflows, methods=["GET"]),
+        Route("/pythia/api/workflows/{name:path}", _api_workflow, methods=["GET"]),
         Route("/pythia/api/sessions", _api_sessions, methods=["GET"]),
         Route("/pythia/api/calls", _api_calls, methods=["GET"]),
         Route("/pythia/api/replicas", _api_replicas, methods=["GET"]),

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -44,6 +44,7 @@ from pythia_server.gateway.accounting import (
     usage_from_generate,
     usage_from_openai,
 )
+from pythia_server.gateway.assemble import GenerateAssembler, OpenAIAssembler, can_assemble, streaming_body
 from pythia_server.gateway.metrics import GatewayMetrics
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.gateway.prompt_tokens import PromptTokenizer
@@ -86,6 +87,7 @@ class _Call:
     status: str = "ok"
     error: str | None = None
     done: bool = False
+    assembled: bool = False  # a non-streaming answer built from an upstream stream
 
 
 class _ClientGone(Exception):
@@ -170,7 +172,9 @@ class Proxy:
         info = CallInfo(call_id=call_id, tags=tags, prompt_tokens=len(prompt_ids),
                         block_hashes=tuple(block_hashes(prompt_ids, self._config.block_size)),
                         max_tokens=parsed.max_tokens, hints=hints, arrival_s=started)
-        call = _Call(call_id, parsed, tags, hints, info, started_wall, started)
+        call = _Call(call_id, parsed, tags, hints, info, started_wall, started,
+                     assembled=(not parsed.stream and self._config.assemble_from_stream
+                                and can_assemble(parsed.route, parsed.body)))
         self._inflight += 1
         try:
             upstream = await _unless_client_leaves(request, self._send(call))
@@ -183,6 +187,8 @@ class Proxy:
         except BaseException:
             self._finish(call, "error", "gateway failure before the upstream answered")
             raise
+        if call.assembled and upstream.status < 400 and upstream.content_type == "text/event-stream":
+            return await self._answer_assembled(call, upstream, request)
         if upstream.status >= 400 or not parsed.stream:
             return await self._answer_whole(call, upstream, request)
         return _RelayResponse(self._relay(call, upstream), lambda: self._close_stream(call, upstream))
@@ -210,10 +216,11 @@ class Proxy:
             decision = self._router.route(call.info, views, time.perf_counter())
             replica = self._pool.get(decision.replica_id)
             tried.append(replica.replica_id)
+            body = streaming_body(parsed.body) if call.assembled else parsed.body
             if parsed.route == "generate":
-                payload = build_generate_payload(parsed.body, rid=call.call_id)
+                payload = build_generate_payload(body, rid=call.call_id)
             else:
-                payload = build_openai_payload(parsed.body, rid=call.call_id, include_usage=parsed.stream)
+                payload = build_openai_payload(body, rid=call.call_id, include_usage=parsed.stream or call.assembled)
             self._release(call)
             call.replica_id = replica.replica_id
             call.reserved_tokens = call.info.prompt_tokens + (parsed.max_tokens or 0)
@@ -268,6 +275,50 @@ class Proxy:
             usage_from_openai(data, call.usage)
         self._finish(call, "ok", None)
         return Response(raw, status_code=upstream.status, media_type="application/json")
+
+    async def _answer_assembled(self, call: _Call, upstream: UpstreamResponse, request: Request) -> Response:
+        """The non-streaming answer built from an upstream stream (TTFT taken on the way)."""
+        try:
+            body = await _unless_client_leaves(request, self._collect(call, upstream))
+        except _ClientGone:
+            self._abandon(call, upstream)
+            return Response(b"", status_code=499)
+        except PythiaError as exc:
+            upstream.close()
+            self._finish(call, "error", exc.message)
+            raise
+        except BaseException:  # the gateway itself is being cancelled (shutdown)
+            self._abandon(call, upstream)
+            raise
+        upstream.release()
+        self._finish(call, "ok", None)
+        return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
+
+    async def _collect(self, call: _Call, upstream: UpstreamResponse) -> dict[str, Any]:
+        route = call.parsed.route
+        assembler = GenerateAssembler() if route == "generate" else OpenAIAssembler(chat=route == "chat")
+        splitter = SseSplitter()
+        events = 0
+        async for chunk in upstream.iter_chunks():
+            for raw in splitter.feed(chunk):
+                data = decode_event(raw)
+                if data is None:
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("error"), dict) and not data.get("choices"):
+                    message = data["error"].get("message") or "an error event"
+                    raise UpstreamError(f"the replica's stream failed: {message}")
+                if call.first_content is None and has_content(route, data):
+                    call.first_content = time.perf_counter()
+                assembler.feed(data)
+                events += 1
+        if not events:
+            raise UpstreamError("the replica's stream ended without an answer")
+        body = assembler.build()
+        if route == "generate":
+            usage_from_generate(body, call.usage)
+        else:
+            usage_from_openai(body, call.usage)
+        return body
 
     async def _relay(self, call: _Call, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
         """Forward whole SSE events as they arrive, decoding only those that matter.
@@ -369,7 +420,7 @@ class Proxy:
         self._metrics.observe_call(route=record.route, workflow=record.workflow, status=status,
                                    prompt_tokens=record.prompt_tokens, cached_tokens=record.cached_tokens,
                                    output_tokens=record.output_tokens, ttft_ms=ttft_ms, e2e_ms=e2e_ms,
-                                   queue_ms=queue_ms)
+                                   queue_ms=queue_ms, agent=record.agent)
 
     async def drain_background(self) -> None:
         """Wait for pending abort requests (at shutdown)."""

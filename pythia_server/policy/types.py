@@ -208,3 +208,41 @@ class PolicyBundle:
     scaler: object | None = None
     engine: EngineSettings = EngineSettings()
     description: str = ""
+
+
+# --------------------------------------------------------------------------- scaling
+@dataclass(frozen=True, slots=True)
+class ScaleTick:
+    """What an autoscaler sees at one tick.
+
+    ``replicas`` are the serving replicas (draining ones excluded); ``starting_replicas``
+    are still cold-starting (counted toward the target, not yet serving).
+    ``predictions`` are the profiler's answers for live sessions (``Prediction`` from
+    ``pythia_server.profiler``, typed loosely so this module stays import-light);
+    ``session_replicas`` maps a live session to the replica its last call ran on.
+    """
+
+    now_s: float
+    replicas: tuple[ReplicaView, ...]
+    starting_replicas: int = 0
+    predictions: tuple[object, ...] = ()
+    session_replicas: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDecision:
+    """How many replicas to have (serving + starting), which to drain, when to ask again."""
+
+    target_replicas: int
+    reason: str
+    next_tick_s: float
+    drain: tuple[str, ...] = ()  # replica ids to stop sending new calls to and release
+
+
+@runtime_checkable
+class Scaler(Protocol):
+    """Decides the replica count. Pure: fed ticks, returns decisions; the driver acts."""
+
+    name: str
+
+    def decide(self, tick: ScaleTick) -> ScaleDecision: ...

@@ -35,12 +35,13 @@ class ContextStats:
     per update, on first use, so a burst of learning does not sort on every step.
     """
 
-    __slots__ = ("_ranked", "_ranked_total", "counts", "ended_weight", "steps_sum", "top", "total", "work_sum")
+    __slots__ = ("_ranked", "_ranked_total", "counts", "ended_weight", "steps_sum", "top", "top_count", "total", "work_sum")
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
         self.total = 0.0
         self.top = ""
+        self.top_count = 0.0
         self.steps_sum = 0.0
         self.work_sum = 0.0
         self.ended_weight = 0.0
@@ -52,8 +53,10 @@ class ContextStats:
         value = counts.get(nxt, 0.0) + weight
         counts[nxt] = value
         self.total += weight
-        if not self.top or value > counts[self.top]:
-            self.top = nxt
+        if nxt == self.top:
+            self.top_count = value
+        elif value > self.top_count:
+            self.top, self.top_count = nxt, value
 
     @property
     def ranked(self) -> tuple[tuple[str, float], ...]:
@@ -68,6 +71,7 @@ class ContextStats:
         for key in self.counts:
             self.counts[key] *= factor
         self.total *= factor
+        self.top_count *= factor
         self.steps_sum *= factor
         self.work_sum *= factor
         self.ended_weight *= factor
@@ -98,6 +102,19 @@ _NOT_ACTIONABLE = frozenset({OTHER_AGENT, UNKNOWN_AGENT})
 COMPARE_ALL_FIRST = 64
 COMPARE_EVERY = 4
 START_ID = 1
+
+
+def _choose(chain: tuple[ContextStats, ...], needed: float) -> str | None:
+    """The top agent of the first context in ``chain`` with ``needed`` evidence, else of
+    the first seen one (what :meth:`ContextModel._pick` gives, on a precomputed chain)."""
+    fallback = None
+    for stats in chain:
+        total = stats.total
+        if total >= needed and total > 0.0:
+            return stats.top
+        if fallback is None and total > 0.0:
+            fallback = stats.top
+    return fallback
 
 
 def position_keys(ids: Sequence[int], visits: int, max_order: int, loop_orders: int) -> tuple[list[int], list[int]]:
@@ -131,8 +148,8 @@ class ContextModel:
         self._max_contexts = max_contexts
         self.min_evidence = min_evidence
         self.table: dict[int, ContextStats] = {}
-        # (last max_order agent ids..., visits) -> its contexts; bounded like the table.
-        self._by_state: dict[tuple[int, ...], tuple[list, list, list]] = {}
+        # The packed state (last max_order agent ids, visits) -> its contexts; bounded like the table.
+        self._by_state: dict[int, tuple[tuple[ContextStats, ...], tuple[tuple[ContextStats, ...], ...]]] = {}
         self.ids: dict[str, int] = {START: START_ID}
         self.names: list[str] = ["", START]
         # Decayed prequential hits / trials per candidate.
@@ -165,40 +182,6 @@ class ContextModel:
                     fallback = stats
         return fallback
 
-    def _pick_all(
-        self, plain: list[ContextStats | None], loop: list[ContextStats | None], needed: float
-    ) -> list[tuple[str, ContextStats | None]]:
-        """What :meth:`_pick` gives for every candidate, in one pass over the keys."""
-        plain_ok: list[ContextStats | None] = []
-        plain_any: list[ContextStats | None] = []
-        ok = any_ = None
-        for stats in plain:
-            if stats is not None and stats.total > 0.0:
-                any_ = stats
-                if stats.total >= needed:
-                    ok = stats
-            plain_ok.append(ok)
-            plain_any.append(any_)
-        loop_ok: list[ContextStats | None] = []
-        loop_any: list[ContextStats | None] = []
-        ok = any_ = None
-        for stats in loop:
-            if stats is not None and stats.total > 0.0:
-                any_ = stats
-                if stats.total >= needed:
-                    ok = stats
-            loop_ok.append(ok)
-            loop_any.append(any_)
-        out: list[tuple[str, ContextStats | None]] = []
-        for spec in self.specs:
-            k = min(spec.order, len(plain)) - 1
-            if spec.loop and k < len(loop):
-                chosen = loop_ok[k] or plain_ok[k] or loop_any[k] or plain_any[k]
-            else:
-                chosen = plain_ok[k] or plain_any[k]
-            out.append((spec.name, chosen))
-        return out
-
     def lookup(self, history: Sequence[str], visits: int, spec: CandidateSpec | None = None) -> ContextStats | None:
         """The most specific context with enough evidence for ``spec`` (default: chosen).
 
@@ -213,16 +196,16 @@ class ContextModel:
         return self._pick([get(k) for k in plain_keys], [get(k) for k in loop_keys], spec)
 
     # -- learning --------------------------------------------------------------
-    def _contexts_for(self, ids: list[int], visits: int) -> tuple[list, list, list]:
+    def _contexts_for(self, ids: list[int], visits: int) -> tuple[tuple[ContextStats, ...], tuple[tuple[ContextStats, ...], ...]]:
         """The context stats at the end of ``ids``, created as needed and cached by state.
 
-        Returns (plain by order, loop by order, every one to update). A context that the
-        table cap keeps out is None in the first two and missing from the third; such a
-        state is not cached, so it is created once there is room.
+        Returns (every one to update, each candidate's back-off chain, longest first).
+        Stats are never removed from the table, so the cached chains stay valid. A
+        context that the table cap keeps out is left out; such a state is not cached,
+        so it is created once there is room.
         """
         plain: list[ContextStats | None] = []
         loop: list[ContextStats | None] = []
-        every: list[ContextStats] = []
         plain_keys, loop_keys = position_keys(ids, visits, self.max_order, self._loop_orders)
         complete = True
         for keys, out in ((plain_keys, plain), (loop_keys, loop)):
@@ -231,13 +214,19 @@ class ContextModel:
                 if stats is None and len(self.table) < self._max_contexts:
                     stats = self.table[key] = ContextStats()
                 out.append(stats)
-                if stats is None:
-                    complete = False
-                else:
-                    every.append(stats)
-        entry = (plain, loop, every)
+                complete = complete and stats is not None
+        chains = []
+        for spec in self.specs:
+            chain = plain[: spec.order][::-1]
+            if spec.loop:
+                chain = loop[: spec.order][::-1] + chain
+            chains.append(tuple(stats for stats in chain if stats is not None))
+        entry = (tuple(stats for stats in plain + loop if stats is not None), tuple(chains))
         if complete:
-            self._by_state[(*ids[-self.max_order :], visits)] = entry
+            packed = 0
+            for agent_id in ids[-self.max_order :]:
+                packed = (packed << _ID_BITS) | agent_id
+            self._by_state[(packed << 5) | visits] = entry
         return entry
 
     def learn(self, steps: Sequence[Step], ended: bool) -> dict[str, tuple[int, int]]:
@@ -251,59 +240,81 @@ class ContextModel:
         self._weight *= self._growth
         weight = self._weight
         specs = self.specs
-        hits = dict.fromkeys(self.hits, 0)
-        remaining_work = [0] * (len(steps) + 1)
-        for i in range(len(steps) - 1, -1, -1):
-            remaining_work[i] = remaining_work[i + 1] + steps[i].max_output_tokens
-        self._update((START_ID << 8) | 1, agents[0], weight, len(agents), remaining_work[0], ended)
+        steps_total = len(agents)
+        remaining_work = [0] * (steps_total + 1)
+        total = 0
+        for i in range(steps_total - 1, -1, -1):
+            total += steps[i].max_output_tokens
+            remaining_work[i] = total
+        self._update((START_ID << 8) | 1, agents[0], weight, steps_total, remaining_work[0], ended)
         ids = [START_ID]
         seen: dict[str, int] = {}
-        positions = len(agents) if ended else len(agents) - 1
-        max_order, loop_cap = self.max_order, self._loop_cap
-        steps_total = len(agents)
+        positions = steps_total if ended else steps_total - 1
+        loop_cap = self._loop_cap
+        # The state (last max_order ids, visit count) packed in an int, rolled per step.
+        # START occurs only first, so a shorter history never packs like a longer one.
+        window_mask = (1 << (_ID_BITS * self.max_order)) - 1
+        packed = START_ID
         needed = self.min_evidence * weight
-        chosen = self.chosen
+        chosen_index = specs.index(self.chosen)
         # All candidates are compared on every session while the model is young, then on
         # every COMPARE_EVERY-th one: the choice stays measured at a fraction of the cost.
         compare_all = self.sessions < COMPARE_ALL_FIRST or self.sessions % COMPARE_EVERY == 0
+        hits = [0] * len(specs)
         agent_ids = self.ids
         contexts = self._by_state
+        not_actionable = _NOT_ACTIONABLE
+        nexts = [*agents[1:], END]
         for i in range(positions):
             agent = agents[i]
             agent_id = agent_ids.get(agent)
-            ids.append(agent_id if agent_id is not None else self._id(agent))
+            if agent_id is None:
+                agent_id = self._id(agent)
+            ids.append(agent_id)
+            packed = ((packed << _ID_BITS) | agent_id) & window_mask
             seen[agent] = visits = seen.get(agent, 0) + 1
-            nxt = agents[i + 1] if i + 1 < steps_total else END
-            state = (*ids[-max_order:], min(visits, loop_cap))
-            entry = contexts.get(state)
+            if visits > loop_cap:
+                visits = loop_cap
+            nxt = nexts[i]
+            entry = contexts.get((packed << 5) | visits)
             if entry is None:
-                entry = self._contexts_for(ids, state[-1])
-            plain, loop, every = entry
-            if nxt in _NOT_ACTIONABLE:
-                pass  # naming "some agent" correctly is not a prediction anyone can use
-            elif compare_all:
-                for name, stats in self._pick_all(plain, loop, needed):
-                    if stats is not None and stats.top == nxt:
-                        hits[name] += 1
-            else:
-                stats = self._pick(plain, loop, chosen)
-                if stats is not None and stats.top == nxt:
-                    hits[chosen.name] += 1
-            steps_left, work_left = (steps_total - 1 - i) * weight, remaining_work[i + 1] * weight
-            for stats in every:
-                counts = stats.counts
-                value = counts[nxt] = counts.get(nxt, 0.0) + weight
-                stats.total += weight
-                if value > counts.get(stats.top, 0.0) or not stats.top:
-                    stats.top = nxt
-                if ended:
+                entry = self._contexts_for(ids, visits)
+            every, chains = entry
+            if nxt not in not_actionable:  # naming "some agent" correctly is no usable prediction
+                if compare_all:
+                    for index, chain in enumerate(chains):
+                        if _choose(chain, needed) == nxt:
+                            hits[index] += 1
+                elif _choose(chains[chosen_index], needed) == nxt:
+                    hits[chosen_index] += 1
+            if ended:
+                steps_left, work_left = (steps_total - 1 - i) * weight, remaining_work[i + 1] * weight
+                for stats in every:
+                    counts = stats.counts
+                    value = counts[nxt] = counts.get(nxt, 0.0) + weight
+                    stats.total += weight
+                    if nxt == stats.top:
+                        stats.top_count = value
+                    elif value > stats.top_count:
+                        stats.top, stats.top_count = nxt, value
                     stats.steps_sum += steps_left
                     stats.work_sum += work_left
                     stats.ended_weight += weight
-        compared = [spec.name for spec in specs] if compare_all else [chosen.name]
-        scores = {name: (hits[name], positions) for name in compared}
-        for name in compared:
-            self.hits[name] += hits[name] * weight
+            else:
+                for stats in every:
+                    counts = stats.counts
+                    value = counts[nxt] = counts.get(nxt, 0.0) + weight
+                    stats.total += weight
+                    if nxt == stats.top:
+                        stats.top_count = value
+                    elif value > stats.top_count:
+                        stats.top, stats.top_count = nxt, value
+        compared = range(len(specs)) if compare_all else (chosen_index,)
+        scores = {}
+        for index in compared:
+            name = specs[index].name
+            scores[name] = (hits[index], positions)
+            self.hits[name] += hits[index] * weight
             self.trials[name] += positions * weight
         self.sessions += 1
         self.chosen = max(specs, key=lambda s: (self.accuracy(s.name), -specs.index(s)))

@@ -90,6 +90,23 @@ class OutputSamples:
         bisect.insort(ordered, tokens)
         self._sum += tokens
 
+    def extend(self, values: list[int]) -> None:
+        """:meth:`add` for several values (one session's), with the loop kept local."""
+        order, ordered, capacity = self._order, self._sorted, self._capacity
+        left, insort = bisect.bisect_left, bisect.insort
+        total = self._sum
+        for tokens in values:
+            if tokens < 0:
+                tokens = 0
+            if len(order) >= capacity:
+                old = order.popleft()
+                del ordered[left(ordered, old)]
+                total -= old
+            order.append(tokens)
+            insort(ordered, tokens)
+            total += tokens
+        self._sum = total
+
     def bound(self, quantile: float, confidence: float) -> int | None:
         rank = order_statistic_rank(len(self._sorted), quantile, confidence)
         return None if rank is None else self._sorted[rank - 1]

@@ -60,8 +60,8 @@ class _AgentComposition:
     def __init__(self) -> None:
         self.role: tuple[int, ...] = ()  # cached role_prefix(), refreshed when roots change
         self.roots: dict[int, _RoleRoot] = {}
-        self.hit_sum = dict.fromkeys(KINDS, 0.0)
-        self.trials = dict.fromkeys(KINDS, 0)
+        self.hit_sum = [0.0, 0.0, 0.0]  # by KINDS index
+        self.trials = [0, 0, 0]
         self.prompt_blocks_sum = 0
         self.calls = 0
 
@@ -78,6 +78,61 @@ class PrefixComposition:
         self._agents: dict[str, _AgentComposition] = {}
         self._max_agents = max_agents
         self._max_blocks = max_prefix_blocks
+
+    def observe_session(self, prompts: Sequence[tuple[str, tuple[int, ...]]]) -> None:
+        """Learn from one session's (agent, prompt block hashes), in start order: for
+        each call, how well each source would have named its prefix."""
+        last_by_agent: dict[str, tuple[int, ...]] = {}
+        last_any: tuple[int, ...] | None = None
+        agents, max_blocks = self._agents, self._max_blocks
+        for agent, hashes in prompts:
+            if not hashes:
+                continue
+            comp = agents.get(agent)
+            if comp is None:
+                if len(agents) >= self._max_agents:
+                    continue
+                comp = agents[agent] = _AgentComposition()
+            if len(hashes) > max_blocks:
+                hashes = hashes[:max_blocks]
+            previous = last_by_agent.get(agent)
+            n = len(hashes)
+            comp.calls += 1
+            comp.prompt_blocks_sum += n
+            hit_sum, trials = comp.hit_sum, comp.trials
+            first = hashes[0]
+            # common_prefix_length, with its two usual answers (no shared first block, one
+            # prompt a prefix of the other) decided inline: this runs for every call.
+            history_length = -1
+            if previous:
+                if previous[0] != first:
+                    history_length = 0
+                else:
+                    m = min(len(previous), n)
+                    history_length = m if previous[m - 1] == hashes[m - 1] else common_prefix_length(previous, hashes)
+                hit_sum[0] += history_length / n
+                trials[0] += 1
+            if last_any:
+                # The previous call is often this agent's own: its prompt is measured once.
+                if last_any is previous:
+                    length = history_length
+                elif last_any[0] != first:
+                    length = 0
+                else:
+                    m = min(len(last_any), n)
+                    length = m if last_any[m - 1] == hashes[m - 1] else common_prefix_length(last_any, hashes)
+                hit_sum[1] += length / n
+                trials[1] += 1
+            role = comp.role
+            if role:
+                if role[0] == first:
+                    m = min(len(role), n)
+                    hit_sum[2] += (m if role[m - 1] == hashes[m - 1] else common_prefix_length(role, hashes)) / n
+                trials[2] += 1
+            if previous is None:
+                self._learn_role(comp, hashes)
+                comp.role = comp.role_prefix()
+            last_by_agent[agent] = last_any = hashes
 
     def observe(
         self,
@@ -99,20 +154,18 @@ class PrefixComposition:
         n = len(hashes)
         comp.calls += 1
         comp.prompt_blocks_sum += n
-        hit_sum, trials = comp.hit_sum, comp.trials
         history_length = -1
         if last_same_agent:
             history_length = common_prefix_length(last_same_agent, hashes)
-            hit_sum["history"] += history_length / n
-            trials["history"] += 1
+            comp.hit_sum[0] += history_length / n
+            comp.trials[0] += 1
         if last_any:
-            # The previous call is often this agent's own: its prompt is measured once.
             length = history_length if last_any is last_same_agent else common_prefix_length(last_any, hashes)
-            hit_sum["shared"] += length / n
-            trials["shared"] += 1
+            comp.hit_sum[1] += length / n
+            comp.trials[1] += 1
         if comp.role:
-            hit_sum["role"] += common_prefix_length(comp.role, hashes) / n
-            trials["role"] += 1
+            comp.hit_sum[2] += common_prefix_length(comp.role, hashes) / n
+            comp.trials[2] += 1
         if first_in_session:
             self._learn_role(comp, hashes)
             comp.role = comp.role_prefix()
@@ -140,11 +193,11 @@ class PrefixComposition:
         role = comp.role if comp is not None else ()
         sources = {"history": last_same_agent, "shared": last_any, "role": role}
         best: PrefixPrediction = PrefixPrediction("none")
-        for kind in KINDS:
+        for index, kind in enumerate(KINDS):
             source = sources[kind]
             if not source:
                 continue
-            expected = comp.hit_sum[kind] / comp.trials[kind] if comp is not None and comp.trials[kind] else 0.0
+            expected = comp.hit_sum[index] / comp.trials[index] if comp is not None and comp.trials[index] else 0.0
             if best.kind == "none" or expected > best.expected_hit_fraction:
                 best = PrefixPrediction(kind, tuple(source), len(source) * block_size, round(expected, 4))
         return best
@@ -158,7 +211,7 @@ class PrefixComposition:
                 "prompt_blocks_mean": comp.prompt_blocks_sum / comp.calls if comp.calls else 0.0,
                 "role_prefix_blocks": float(len(comp.role_prefix())),
             }
-            for kind in KINDS:
-                row[f"{kind}_hit"] = round(comp.hit_sum[kind] / comp.trials[kind], 4) if comp.trials[kind] else 0.0
+            for index, kind in enumerate(KINDS):
+                row[f"{kind}_hit"] = round(comp.hit_sum[index] / comp.trials[index], 4) if comp.trials[index] else 0.0
             out[agent] = row
         return out

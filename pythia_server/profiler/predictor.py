@@ -10,7 +10,6 @@ prediction needs is precomputed there; :meth:`WorkflowModel.predict` only looks 
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Sequence
 
 from pythia_server.profiler.automaton import ContextModel
@@ -76,11 +75,21 @@ class LiveSession:
         last one (calls are observed when they end) re-groups only the steps after it."""
         calls = self.calls
         self.names[id(call)] = agent
-        last = calls[-1] if calls else None
-        if last is None or (call.start_s, call.end_s) >= (last.start_s, last.end_s):
+        start_s = call.start_s
+        if not calls or start_s > calls[-1].start_s or (start_s == calls[-1].start_s and call.end_s >= calls[-1].end_s):
+            # In start order (the usual case): _extend, inlined.
             calls.append(call)
-            self.step_of.append(-1)
-            self._extend(len(calls) - 1)
+            steps = self.steps
+            if extend_steps(steps, call, agent):
+                self.history.append(agent)
+                self.visits[agent] = self.visits.get(agent, 0) + 1
+            self.step_of.append(len(steps) - 1)
+            if self.last_end_s is None or call.end_s > self.last_end_s:
+                self.last_end_s = call.end_s
+            if call.block_hashes:
+                self.last_prompt = call.block_hashes
+                self.last_prompt_by_agent[agent] = call.block_hashes
+                self.block_size = call.block_size
             return
         position = bisect.bisect_right(calls, (call.start_s, call.end_s), key=_start_order)
         calls.insert(position, call)
@@ -94,11 +103,9 @@ class LiveSession:
         del self.steps[step:]
         del self.history[step:]
         for index in range(first, len(calls)):
-            self._extend(index)
+            self._extend(index, calls[index], self.names[id(calls[index])])
 
-    def _extend(self, index: int) -> None:
-        call = self.calls[index]
-        agent = self.names[id(call)]
+    def _extend(self, index: int, call: CallObservation, agent: str) -> None:
         if extend_steps(self.steps, call, agent):
             self.history.append(agent)
             self.visits[agent] = self.visits.get(agent, 0) + 1
@@ -206,14 +213,13 @@ class WorkflowModel:
         """One pass over the session's calls (start order): score each output against the
         bound it would have had, then learn output lengths and prompt composition.
 
+        Outputs are gathered per agent and added to the windows once per session.
         Returns (calls under their bound, calls that had a bound).
         """
         covered = bound_trials = 0
         bounds, samples_of = self.bounds, self.samples
-        capacity = self.config.max_samples_per_agent
-        observe_prefix = self.composition.observe
-        last_by_agent: dict[str, tuple[int, ...]] = {}
-        last_any: tuple[int, ...] | None = None
+        outputs: dict[str, list[int]] = {}
+        prompts: list[tuple[str, tuple[int, ...]]] = []
         for call in calls:
             agent = names[id(call)]
             output = call.output_tokens
@@ -221,37 +227,49 @@ class WorkflowModel:
             if bound is not None and bound.bound_tokens is not None:
                 bound_trials += 1
                 covered += output <= bound.bound_tokens
+            batch = outputs.get(agent)
+            if batch is None:
+                outputs[agent] = [output]
+            else:
+                batch.append(output)
+            if call.block_hashes:
+                prompts.append((agent, call.block_hashes))
+        self.composition.observe_session(prompts)
+        q, c = self.config.bound_quantile, self.config.bound_confidence
+        for agent, batch in outputs.items():
             samples = samples_of.get(agent)
             if samples is None:
-                samples = samples_of[agent] = OutputSamples(capacity)
-            samples.add(output)
-            hashes = call.block_hashes
-            if hashes:
-                previous = last_by_agent.get(agent)
-                observe_prefix(agent, hashes, previous, last_any, previous is None)
-                last_by_agent[agent] = last_any = hashes
-        q, c = self.config.bound_quantile, self.config.bound_confidence
-        for agent in {names[id(call)] for call in calls}:
-            bounds[agent] = samples_of[agent].summary(q, c)
+                samples = samples_of[agent] = OutputSamples(self.config.max_samples_per_agent)
+            samples.extend(batch)
+            bounds[agent] = samples.summary(q, c)
         return covered, bound_trials
 
     def _learn_steps(self, steps: Sequence[Step]) -> None:
-        touched = set()
-        for prev, nxt in itertools.pairwise(steps):
-            key = (prev.agent, nxt.agent)
+        delays: dict[tuple[str, str], list[int]] = {}
+        width_sum, width_steps = self.width_sum, self.width_steps
+        previous = None
+        for step in steps:
+            agent = step.agent
+            width_sum[agent] = width_sum.get(agent, 0.0) + step.width
+            width_steps[agent] = width_steps.get(agent, 0) + 1
+            if previous is not None:
+                gap_s = step.start_s - previous.end_s
+                delay_ms = round(gap_s * 1000.0) if gap_s > 0.0 else 0
+                key = (previous.agent, agent)
+                batch = delays.get(key)
+                if batch is None:
+                    delays[key] = [delay_ms]
+                else:
+                    batch.append(delay_ms)
+            previous = step
+        for key, batch in delays.items():
             samples = self.delays_ms.get(key)
             if samples is None:
                 if len(self.delays_ms) >= _MAX_TRANSITIONS:
                     continue
                 samples = self.delays_ms[key] = OutputSamples(_DELAY_SAMPLES)
-            samples.add(round(max(0.0, nxt.start_s - prev.end_s) * 1000.0))
-            touched.add(key)
-        for key in touched:
-            self.median_delay_s[key] = self.delays_ms[key].quantile_value(0.5) / 1000.0
-        width_sum, width_steps = self.width_sum, self.width_steps
-        for step in steps:
-            width_sum[step.agent] = width_sum.get(step.agent, 0.0) + step.width
-            width_steps[step.agent] = width_steps.get(step.agent, 0) + 1
+            samples.extend(batch)
+            self.median_delay_s[key] = samples.quantile_value(0.5) / 1000.0
         for agent in {step.agent for step in steps}:
             self.mean_width[agent] = width_sum[agent] / width_steps[agent]
 

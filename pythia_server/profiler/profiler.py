@@ -70,7 +70,8 @@ class WorkflowProfiler:
             self.dropped_observations += 1
             return
         seen.add(identity)
-        live.add(call, model.agent_name(call.agent))
+        agent = call.agent
+        live.add(call, agent if agent in model.known_agents else model.agent_name(agent))
 
     def end_session(self, workflow: str | None, session: str | None, now_s: float) -> None:
         """The session finished: learn it whole (if learning) and forget its live state."""

@@ -27,6 +27,10 @@ class _Unit:
     width_max: int
 
 
+_MEMO_ENTRIES = 2048  # remembered (skeleton, session shape) parses
+_MEMO_MAX_STEPS = 256  # longer sessions are parsed afresh (memory stays bounded)
+
+
 @dataclass(slots=True)
 class _Skeleton:
     count: int = 0
@@ -63,6 +67,11 @@ class RegexSummary:
         self._max = max_skeletons
         self._skeletons: dict[tuple[tuple[str, ...], ...], _Skeleton] = {}
         self.sessions = 0
+        # Session shape (agents, widths) -> (skeleton version, every skeleton that parses
+        # it and how). A skeleton's units never change, so the answer holds until the set of
+        # skeletons changes; structured workflows repeat shapes, so most sessions skip parsing.
+        self._parses: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[int, list[tuple[_Skeleton, list[tuple[int, int]]]]]] = {}
+        self._version = 0
 
     def add(self, steps: Sequence[Step]) -> None:
         """Merge one finished session: into the most common skeleton that parses it,
@@ -71,11 +80,30 @@ class RegexSummary:
             return
         self.sessions += 1
         agents = [s.agent for s in steps]
-        for skeleton in sorted(self._skeletons.values(), key=lambda s: -s.count):
-            parsed = _parse(skeleton.units, agents, steps)
-            if parsed is not None:
+        if len(agents) <= _MEMO_MAX_STEPS:
+            shape = (tuple(agents), tuple(s.width for s in steps))
+            known = self._parses.get(shape)
+            if known is None or known[0] != self._version:
+                if len(self._parses) >= _MEMO_ENTRIES:
+                    self._parses.clear()  # bounded: rebuilt from the shapes still coming
+                parsing = []
+                for skeleton in self._skeletons.values():
+                    parsed = _parse(skeleton.units, agents, steps)
+                    if parsed is not None:
+                        parsing.append((skeleton, parsed))
+                known = self._parses[shape] = (self._version, parsing)
+            if known[1]:
+                # the most common (the first of equals, as a stable sort would rank them)
+                skeleton, parsed = max(known[1], key=lambda item: item[0].count)
                 self._merge(skeleton, parsed)
                 return
+        else:
+            for skeleton in sorted(self._skeletons.values(), key=lambda s: -s.count):
+                parsed = _parse(skeleton.units, agents, steps)
+                if parsed is not None:
+                    self._merge(skeleton, parsed)
+                    return
+        self._version += 1
         units = compress(steps)
         key = tuple(agents for agents, _, _ in units)
         if len(self._skeletons) >= self._max:

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pythia_server.profiler.types import CallObservation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
-    """One agent's turn: ``width`` parallel calls (1 when sequential)."""
+    """One agent's turn: ``width`` parallel calls (1 when sequential).
+
+    Mutable only so a fan-out grows in place while its calls arrive (no copy per call);
+    once a session is learned its steps are not touched again.
+    """
 
     agent: str
     width: int
@@ -32,17 +36,15 @@ def extend_steps(steps: list[Step], call: CallObservation, agent: str) -> bool:
     It joins the last step when that step is the same agent under the same parent and
     still running when this call starts (a fan-out). True when a new step began.
     """
-    last = steps[-1] if steps else None
-    if last is not None and last.agent == agent and last.parent == call.parent and call.start_s < last.end_s:
-        steps[-1] = Step(
-            agent,
-            last.width + 1,
-            last.start_s,
-            max(last.end_s, call.end_s),
-            max(last.max_output_tokens, call.output_tokens),
-            last.parent,
-        )
-        return False
+    if steps:
+        last = steps[-1]
+        if last.agent == agent and call.start_s < last.end_s and last.parent == call.parent:
+            last.width += 1
+            if call.end_s > last.end_s:
+                last.end_s = call.end_s
+            if call.output_tokens > last.max_output_tokens:
+                last.max_output_tokens = call.output_tokens
+            return False
     steps.append(Step(agent, 1, call.start_s, call.end_s, call.output_tokens, call.parent))
     return True
 

@@ -217,8 +217,8 @@ def sweep_svg(results: dict[float, list[RunMetrics]], title: str = "JCT vs load"
     def py(y: float) -> float:
         return top + plot_h - y / y_hi * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" font-family="sans-serif" font-size="12">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+              f'height="{height}" font-family="sans-serif" font-size="12">'),
              f'<title>{html.escape(title)}</title><rect width="100%" height="100%" fill="white"/>',
              f'<text x="{left}" y="20" font-size="14">{html.escape(title)}</text>',
              f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="black"/>',

@@ -93,7 +93,14 @@ def _progress(done: int, total: int, label: str) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from pythia_server.cli import CliError
     from pythia_server.engine.step_time import StepTimeModel
-    from pythia_server.replay.bench import BenchSettings, format_table, prepare_workload, run_policies, sweep, sweep_svg
+    from pythia_server.replay.bench import (
+        BenchSettings,
+        format_table,
+        prepare_workload,
+        run_policies,
+        sweep,
+        sweep_svg,
+    )
     from pythia_server.replay.workload import WorkloadError
 
     names = _check(args)

@@ -182,6 +182,7 @@ class RunMetrics:
     makespan_s: float
     prefetches_sent: int
     prefetches_dropped: int
+    rejected: int  # calls the engine refused (counted in JCT as instant failures)
 
     def as_dict(self) -> dict[str, object]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -192,7 +193,8 @@ def summarize(result: ReplayResult, ideal: dict[str, float]) -> RunMetrics:
     jcts = [s.jct_s for s in result.sessions]
     ideals = [ideal.get(s.session, 0.0) for s in result.sessions]
     ttfts = [r.ttft_s for r in result.requests if r.ttft_s is not None and r.output_tokens > 0]
-    e2es = [r.e2e_s for r in result.requests]
+    served = [r for r in result.requests if r.finish_reason != "rejected"]
+    e2es = [r.e2e_s for r in served]
     start = min((r.ready_s for r in result.requests), default=0.0)
     end = max((r.finish_s for r in result.requests), default=0.0)
     span = max(end - start, 1e-9)
@@ -226,5 +228,6 @@ def summarize(result: ReplayResult, ideal: dict[str, float]) -> RunMetrics:
         makespan_s=span,
         prefetches_sent=result.prefetches_sent,
         prefetches_dropped=result.prefetches_dropped,
+        rejected=len(result.rejected),
     )
 

@@ -29,103 +29,50 @@ result holds one record per call and per session; :mod:`replay.metrics` reads it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from pythia_sdk.protocol import AgentTags
-from pythia_server.engine.radix_cache import RadixCache
 from pythia_server.engine.step_time import StepTimeModel
-from pythia_server.engine.types import EngineConfig, FinishedRequest, GenerateRequest
+from pythia_server.engine.types import (
+    EngineConfig,
+    EngineError,
+    FinishedRequest,
+    GenerateRequest,
+)
 from pythia_server.engine.virtual import VirtualCluster
 from pythia_server.policy.baselines.retention import node_sort_key
-from pythia_server.policy.types import CacheOwner, CallInfo, CallOutcome, PolicyBundle, PrefetchAction, ReplicaView
+from pythia_server.policy.types import (
+    CacheOwner,
+    CallInfo,
+    CallOutcome,
+    PolicyBundle,
+    PrefetchAction,
+    ReplicaView,
+)
 from pythia_server.replay.arrivals import ClosedLoop
 from pythia_server.replay.dependencies import DependencyTracker, ReadyCall
-from pythia_server.replay.workload import WorkloadRequest, prompt_token_ids, session_key
+from pythia_server.replay.prompts import BlockHasher, peek_prefix_tokens, prompt_ids
+from pythia_server.replay.results import (
+    ReplayConfig,
+    ReplayResult,
+    RequestResult,
+    SessionResult,
+)
+from pythia_server.replay.workload import WorkloadRequest, session_key
 
-__all__ = ["ReplayConfig", "ReplayResult", "ReplayRunner", "RequestResult", "SessionResult", "engine_config_for"]
+__all__ = [
+    "ReplayConfig",
+    "ReplayResult",
+    "ReplayRunner",
+    "RequestResult",
+    "SessionResult",
+    "engine_config_for",
+    "peek_prefix_tokens",
+]
 
-_BLOCK_SEED = 0
 #: Routers that read ``ReplicaView.cached_prefix_tokens`` (a KV-event index's answer); the
 #: others keep their own view (sgl-router's approximate tree), so the driver skips the walk.
 ROUTERS_READING_CACHE = frozenset({"dynamo_kv"})
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayConfig:
-    """How to run: replica count, their SGLang config, the gateway's block size, admission."""
-
-    replicas: int = 1
-    engine: EngineConfig = field(default_factory=EngineConfig.from_gpu)
-    block_size: int = 64  # tokens per CallInfo.block_hashes entry (the gateway's --block-size)
-    concurrency: int | None = None  # closed loop of C sessions; None = ready times from the file
-    max_decode_steps: int = 4096
-    prefetch: bool = True  # realise cache-hint prefetches as prefill-only requests
-
-    def __post_init__(self) -> None:
-        if self.replicas <= 0:
-            raise ValueError("replicas must be positive")
-        if self.block_size <= 0:
-            raise ValueError("block_size must be positive")
-        if self.concurrency is not None and self.concurrency <= 0:
-            raise ValueError("concurrency must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestResult:
-    """One workload call as served; times in virtual seconds."""
-
-    request_id: str
-    session: str
-    workflow: str | None
-    agent: str | None
-    replica_id: str
-    route_reason: str
-    priority: int | None
-    ready_s: float  # when it reached the gateway (= the engine: no gateway latency offline)
-    first_token_s: float | None
-    finish_s: float
-    prompt_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    retractions: int
-    finish_reason: str
-
-    @property
-    def ttft_s(self) -> float | None:
-        return None if self.first_token_s is None else self.first_token_s - self.ready_s
-
-    @property
-    def e2e_s(self) -> float:
-        return self.finish_s - self.ready_s
-
-
-@dataclass(frozen=True, slots=True)
-class SessionResult:
-    session: str
-    workflow: str | None
-    start_s: float  # its first call ready
-    end_s: float  # its last call finished
-    calls: int
-
-    @property
-    def jct_s(self) -> float:
-        return self.end_s - self.start_s
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayResult:
-    policy: str
-    replicas: int
-    requests: tuple[RequestResult, ...]
-    sessions: tuple[SessionResult, ...]
-    end_s: float  # virtual time when the last event ran
-    busy_s: dict[str, float]  # per replica: virtual time spent stepping
-    retractions: int  # decode-time retractions under KV pressure, all replicas
-    preemptions: int  # running requests displaced by more urgent ones, all replicas
-    prefetches_sent: int = 0
-    prefetches_dropped: int = 0  # no room on the replica, or nothing the driver could rebuild
-    prefetches_resident: int = 0  # already cached: nothing sent
-    events: int = 0
 
 
 def engine_config_for(bundle: PolicyBundle, base: EngineConfig) -> EngineConfig:
@@ -141,83 +88,6 @@ def engine_config_for(bundle: PolicyBundle, base: EngineConfig) -> EngineConfig:
         schedule_low_priority_values_first=s.low_priority_values_first,
     )
 
-
-def peek_prefix_tokens(cache: RadixCache, ids: Sequence[int]) -> int:
-    """Longest cached page-aligned prefix of ``ids``, without touching LRU state or splitting."""
-    page = cache.page_size
-    end = len(ids) // page * page
-    node, matched = cache.root, 0
-    while matched < end:
-        child = node.children.get(ids[matched] if page == 1 else cache._child_key(ids, matched))
-        if child is None:
-            break
-        key = child.key
-        n = len(key)
-        if matched + n <= end and ids[matched : matched + n] == key:
-            matched += n
-            node = child
-            continue
-        common = 0
-        limit = min(n, end - matched)
-        while common < limit and key[common] == ids[matched + common]:
-            common += 1
-        matched += common // page * page
-        break
-    return matched
-
-
-def _prompt_ids(request: WorkloadRequest) -> list[int]:
-    """``workload.prompt_token_ids``, a third faster (whole blocks appended, one tail)."""
-    size, length, hash_ids = request.block_size, request.input_length, request.hash_ids
-    full = min(length // size, len(hash_ids))
-    ids: list[int] = []
-    for h in hash_ids[:full]:
-        ids += [h] * size
-    rest = length - full * size
-    if rest > 0 and full < len(hash_ids):
-        ids += [hash_ids[full]] * rest
-    return ids
-
-
-class _BlockHasher:
-    """Chained block hashes of a synthesised prompt at the gateway's block size, per hash id.
-
-    Dynamo's synthesis repeats hash id ``h`` over its whole trace block, so a gateway
-    block inside it is ``[h] * block_size`` and its chained hash needs only the parent and
-    ``h``: computing it per block rather than per token keeps 10,000-run replays fast.
-    Values differ from ``tokens.block_hashes`` (Python's tuple hash, not CRC) but equal
-    exactly when those would be equal (same prefix), which is all a policy compares.
-    Gateway blocks straddling trace blocks (sizes not dividing) fall back to tokens.
-    """
-
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        self.block_token: dict[int, int] = {}  # block hash -> its repeated token (prefetch rebuild)
-
-    def hashes(self, request: WorkloadRequest, keep_tokens: bool) -> tuple[int, ...]:
-        b, tb = self.block_size, request.block_size
-        full = request.input_length // b
-        if tb % b != 0:
-            from pythia_server.tokens import block_hashes
-
-            return tuple(block_hashes(prompt_token_ids(request), b))
-        per = tb // b
-        ids = request.hash_ids
-        out: list[int] = []
-        parent = _BLOCK_SEED
-        if per == 1:
-            for h in ids[:full]:
-                parent = hash((parent, h))
-                out.append(parent)
-        else:
-            for i in range(full):
-                parent = hash((parent, ids[i // per]))
-                out.append(parent)
-        if keep_tokens:
-            token = self.block_token
-            for i, value in enumerate(out):
-                token[value] = ids[i // per]
-        return tuple(out)
 
 
 @dataclass(slots=True)
@@ -273,7 +143,7 @@ class ReplayRunner:
             on_step=self._on_step,
         )
         self._tracker = DependencyTracker(self.requests)
-        self._hasher = _BlockHasher(self.config.block_size)
+        self._hasher = BlockHasher(self.config.block_size)
         self._outstanding = {rid: _Outstanding() for rid in self.replica_ids}
         self._live: dict[str, _Live] = {}
         self._results: list[RequestResult] = []
@@ -287,6 +157,7 @@ class ReplayRunner:
         self.prefetches_sent = 0
         self.prefetches_dropped = 0
         self.prefetches_resident = 0
+        self.rejected: list[str] = []  # calls the engine refused (too long for the model or the KV pool)
         self._ran = False
         self._cache_view = bundle.router.name in ROUTERS_READING_CACHE
         self._view_cache: dict[str, ReplicaView] = {}
@@ -324,6 +195,7 @@ class ReplayRunner:
             prefetches_sent=self.prefetches_sent,
             prefetches_dropped=self.prefetches_dropped,
             prefetches_resident=self.prefetches_resident,
+            rejected=tuple(self.rejected),
             events=self.cluster.events_processed,
         )
 
@@ -351,16 +223,17 @@ class ReplayRunner:
             view = cache.get(rid)
             if view is None or self._cache_view:
                 engine = self.cluster.engine(rid)
-                load = engine.load()
                 mine = self._outstanding[rid]
-                total = load.max_total_num_tokens
+                # = EngineLoad's num_waiting_reqs and max_total - num_used_tokens, without
+                # EngineLoad's O(queue) sums (engine.load() is the public, slower route)
+                free = engine.free_tokens + engine.cache.evictable_size
                 view = cache[rid] = ReplicaView(
                     replica_id=rid,
                     running_requests=mine.running_requests,
-                    queued_requests=load.num_waiting_reqs,
+                    queued_requests=len(engine._waiting),
                     outstanding_tokens=mine.outstanding_tokens,
-                    free_kv_tokens=max(total - load.num_used_tokens, 0),
-                    total_kv_tokens=total,
+                    free_kv_tokens=max(free, 0),
+                    total_kv_tokens=engine.config.max_total_num_tokens,
                     cached_prefix_tokens=peek_prefix_tokens(engine.cache, ids) if self._cache_view else 0,
                 )
             views.append(view)
@@ -385,7 +258,7 @@ class ReplayRunner:
             max_tokens=request.output_length,
             arrival_s=now_s,
         )
-        ids = _prompt_ids(request)
+        ids = prompt_ids(request)
         decision = bundle.router.route(info, self._views(ids), now_s)
         replica_id = decision.replica_id
         priority = bundle.priority.priority(info, now_s) if bundle.priority is not None else None
@@ -405,7 +278,12 @@ class ReplayRunner:
             owner=CacheOwner.of(tags) if hints is not None else None,
         )
         self._view_cache.pop(replica_id, None)
-        self.cluster.submit(replica_id, generate, self._finished)
+        try:
+            self.cluster.submit(replica_id, generate, self._finished)
+        except EngineError as exc:  # SGLang answers 400; the client goes on without an output
+            self.rejected.append(f"{request.request_id}: {exc}")
+            self._finished(FinishedRequest(request.request_id, request.input_length, 0, 0,
+                                           {"type": "rejected", "message": str(exc)}, [], "", now_s, None, now_s))
 
     def _finished(self, done: FinishedRequest) -> None:
         now_s = self.cluster.now_s

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def fetch_report(url: str, workflow: str | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
-    """GET the gateway's ``/pythia/api/report`` (built by the same builder as ``--db``)."""
+    """GET the gateway's ``/pythia/api/report`` (the full report, built as ``--db`` builds it)."""
     import json
     import urllib.error
     import urllib.parse
@@ -46,23 +46,14 @@ def fetch_report(url: str, workflow: str | None = None, timeout_s: float = 30.0)
 
 
 def load_report(db_path: str, workflow: str | None = None) -> dict[str, Any]:
-    """The report read straight from a store file (read-only; safe while a gateway writes)."""
-    import sqlite3
+    """The full report read straight from a store file (read-only; safe while a gateway writes).
 
-    from pythia_server.cli import CliError
-    from pythia_server.reports.data import build_report
-    from pythia_server.store.sqlite import StoreReader
+    The same dict as the gateway's ``/pythia/api/report``; the profiler's view is rebuilt
+    by replaying the stored calls (no gateway needs to run).
+    """
+    from pythia_server.reports.export import load_full_report
 
-    try:
-        reader = StoreReader(db_path)
-    except FileNotFoundError:
-        raise CliError(f"no store at {db_path} (start `pythia-server serve --db {db_path}` first)") from None
-    try:
-        return build_report(reader.calls(), reader.sessions(), workflow)
-    except sqlite3.DatabaseError as exc:
-        raise CliError(f"{db_path} is not a Pythia store: {exc}") from None
-    finally:
-        reader.close()
+    return load_full_report(db_path, workflow)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         import sys
 
-        from pythia_server.reports.export import fetch_full_report, load_full_report, write_html
+        from pythia_server.reports.export import fetch_full_report, write_html
 
-        full = (fetch_full_report(args.url, args.workflow) if args.url
-                else load_full_report(args.db or "pythia.db", args.workflow))
+        full = fetch_full_report(args.url, args.workflow) if args.url else report
         print(f"HTML report: {write_html(args.html, full)}", file=sys.stderr if args.json else sys.stdout)
     return 0

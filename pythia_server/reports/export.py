@@ -1,9 +1,10 @@
 """``pythia-server report --html FILE``: load the full report and write the offline file.
 
-From ``--db`` the full report is built here (call and session records, plus every key of
-docs/reports.md that records alone give); from ``--url`` it is fetched from the live
-pages' ``/pythia/report.json`` (which carries the profiler's view and the policies'
-actions), falling back to the JSON API's ``/pythia/api/report`` on older gateways.
+From ``--db`` the full report is built here from the call and session records, with the
+profiler's view rebuilt by replaying the stored calls through a fresh profiler
+(``reports/relearn.py``); from ``--url`` it is fetched from the live pages'
+``/pythia/report.json`` (which also carries the policies' actions), falling back to the
+JSON API's ``/pythia/api/report`` on older gateways.
 """
 
 from __future__ import annotations
@@ -23,20 +24,40 @@ from pythia_server.reports.html import render_html
 __all__ = ["fetch_full_report", "load_full_report", "write_html"]
 
 
-def load_full_report(db_path: str, workflow: str | None = None) -> dict[str, Any]:
-    """The full report from a store file, read-only (safe while a gateway writes)."""
+def load_full_report(db_path: str, workflow: str | None = None, *, relearn: bool = True) -> dict[str, Any]:
+    """The full report from a store file, read-only (safe while a gateway writes).
+
+    With ``relearn`` the profiler's view is rebuilt from the stored calls, with the
+    profiler settings a gateway started here would use (``PYTHIA_*`` variables).
+    """
     import sqlite3
 
     from pythia_server.cli import CliError
+    from pythia_server.config import GatewayConfig
     from pythia_server.reports.enrich import build_full_report
+    from pythia_server.reports.profiler_view import AccuracyHistory
+    from pythia_server.reports.relearn import replay_profiler
     from pythia_server.store.sqlite import StoreReader
 
+    try:
+        config = GatewayConfig.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         reader = StoreReader(db_path)
     except FileNotFoundError:
         raise CliError(f"no store at {db_path} (start `pythia-server serve --db {db_path}` first)") from None
     try:
-        return build_full_report(reader.calls(), reader.sessions(), workflow=workflow, now_s=time.time())
+        now_s = time.time()
+        calls, sessions = reader.calls(), reader.sessions()
+        profiler = history = None
+        if relearn:
+            history = AccuracyHistory(min_interval_s=config.profiler_history_interval_s)
+            profiler = replay_profiler(calls, sessions, config=config.profiler_config(),
+                                       session_idle_timeout_s=config.session_idle_timeout_s, now_s=now_s,
+                                       history=history, history_interval_s=config.profiler_history_interval_s)
+        return build_full_report(calls, sessions, workflow=workflow, profiler=profiler, history=history,
+                                 now_s=now_s)
     except sqlite3.DatabaseError as exc:
         raise CliError(f"{db_path} is not a Pythia store: {exc}") from None
     finally:

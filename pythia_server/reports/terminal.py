@@ -55,4 +55,19 @@ def render_report(report: Mapping[str, Any]) -> str:
               _cell(a["output_tokens_mean"]), _cell(a["output_tokens_p95"]), _percent(a["cache_hit_rate"]),
               _cell(a["ttft_ms_mean"]), _cell(a["e2e_ms_mean"]), _cell(a["e2e_ms_p95"])] for a in w["agents"]])
         sections += ["", f"Agents of {w['workflow']}", table]
+        learned = _profiler_line(w.get("profiler"))
+        if learned:
+            sections.append(learned)
     return "\n".join(sections)
+
+
+def _profiler_line(view: Mapping[str, Any] | None) -> str:
+    """The profiler's standing in one line (empty when no profiler view is attached)."""
+    if not view:
+        return ""
+    line = (f"Profiler: {view.get('mode')} ({view.get('mode_reason') or '-'}); "
+            f"next-agent top-1 {_percent(view.get('next_agent_top1'))}, "
+            f"bound coverage {_percent(view.get('bound_coverage'))}, {view.get('sessions_seen') or 0} sessions learned")
+    if view.get("regex"):
+        line += f"\nLearned shape: {view['regex']}"
+    return line

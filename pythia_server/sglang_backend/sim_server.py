@@ -236,7 +236,7 @@ class SimServer:
                     text += event.delta.text
                     ids.extend(event.delta.token_ids)
                 end = event.finished
-                cached = end.cached_tokens if end else 0
+                cached = end.cached_tokens if end else event.delta.cached_tokens if event.delta else 0
                 meta = schema.meta_info(rid, end, prompt_tokens, len(ids), cached, time.monotonic() - start)
                 yield _sse({"text": text, "output_ids": list(ids), "meta_info": meta})
             yield "data: [DONE]\n\n"

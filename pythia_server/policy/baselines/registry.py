@@ -31,6 +31,7 @@ class PolicyOptions:
     block_size: int = 64  # tokens per CallInfo.block_hashes entry
     graphs: tuple[WorkflowGraph, ...] = ()
     router: str | None = None  # override the bundle's router by policy name
+    profiler: object | None = None  # Pythia: a shared (pre-trained) WorkflowProfiler
 
 
 def _sglang(o: PolicyOptions) -> PolicyBundle:
@@ -82,6 +83,15 @@ def _dynamo_kv(o: PolicyOptions) -> PolicyBundle:
     return PolicyBundle("dynamo-kv", router, description="Dynamo KV router (weight 1.0, temperature 0), FCFS, LRU")
 
 
+def _pythia(name: str) -> Callable[[PolicyOptions], PolicyBundle]:
+    def build(o: PolicyOptions) -> PolicyBundle:
+        from pythia_server.policy.pythia.bundle import make_variant  # it imports this package
+
+        return make_variant(name, block_size=o.block_size, profiler=o.profiler)  # type: ignore[arg-type]
+
+    return build
+
+
 _BUNDLES: dict[str, Callable[[PolicyOptions], PolicyBundle]] = {
     "sglang": _sglang,
     "sglang-router": _sglang_router,
@@ -90,6 +100,10 @@ _BUNDLES: dict[str, Callable[[PolicyOptions], PolicyBundle]] = {
     "kvflow": _kvflow,
     "continuum": _continuum,
     "dynamo-kv": _dynamo_kv,
+    **{name: _pythia(name) for name in (
+        "pythia", "pythia-weighted", "pythia-no-warm", "pythia-no-retention", "pythia-no-priority",
+        "pythia-no-lookahead",
+    )},
 }
 
 POLICY_NAMES: tuple[str, ...] = tuple(_BUNDLES)
@@ -102,13 +116,14 @@ def make_policy(
     block_size: int = 64,
     graphs: Iterable[WorkflowGraph] = (),
     router: str | None = None,
+    profiler: object | None = None,
 ) -> PolicyBundle:
     """A fresh bundle for the policy users name (``--policy``); a clear error for an unknown one."""
     try:
         build = _BUNDLES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}") from None
-    options = PolicyOptions(seed=seed, block_size=block_size, graphs=tuple(graphs), router=router)
+    options = PolicyOptions(seed=seed, block_size=block_size, graphs=tuple(graphs), router=router, profiler=profiler)
     bundle = build(options)
     if router is None:
         return bundle

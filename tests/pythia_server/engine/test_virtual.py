@@ -102,3 +102,61 @@ def test_call_at_orders_driver_events_and_run_until_stops() -> None:
     assert seen == [1.0, 2.0]
     cluster.run()
     assert seen == [1.0, 2.0, 3.0]
+
+
+def test_replicas_can_be_added_and_removed_once_drained() -> None:
+    cluster = VirtualCluster(["a"])
+    done: list[str] = []
+    cluster.add_replica("b")
+    cluster.submit("b", GenerateRequest("x", list(range(500)), 20, ignore_eos=True), lambda f: done.append(f.rid))
+    with pytest.raises(ValueError, match="drain"):
+        cluster.remove_replica("b")
+    with pytest.raises(ValueError, match="already exists"):
+        cluster.add_replica("a")
+    cluster.run()
+    assert done == ["x"] and cluster.is_idle("b")
+    cluster.remove_replica("b")
+    assert cluster.replica_ids == ["a"]
+    assert cluster.busy_seconds("a") == 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_invariants_across_random_configurations(seed: int) -> None:
+    """Every feature at once: each request ends exactly once, KV within capacity, all freed."""
+    rng = random.Random(seed)
+    config = EngineConfig(
+        max_total_num_tokens=rng.choice([6000, 12000, 40000]), page_size=rng.choice([1, 4, 16]),
+        chunked_prefill_size=rng.choice([512, 2048, -1]), max_prefill_tokens=rng.choice([2048, 16384]),
+        max_running_requests=rng.choice([None, 4, 16]), schedule_policy=rng.choice(["fcfs", "lpm", "lof"]),
+        enable_mixed_chunk=rng.random() < 0.5, enable_priority_scheduling=rng.random() < 0.5,
+        enable_session_radix_cache=rng.random() < 0.5, radix_eviction_policy=rng.choice(["lru", "lfu", "priority"]),
+        seed=seed,
+    )
+    ids = ["a", "b"]
+    cluster = VirtualCluster(ids, config, max_decode_steps=rng.choice([1, 64, 4096]))
+    done: dict[str, FinishedRequest] = {}
+
+    def finish(f: FinishedRequest) -> None:
+        assert f.rid not in done
+        done[f.rid] = f
+        for rid in ids:
+            state = cluster.engine(rid).debug_state()
+            assert state["tree"] + state["private"] <= config.max_total_num_tokens
+
+    roles = [[rng.randrange(1000) for _ in range(rng.randrange(100, 800))] for _ in range(3)]
+    t = 0.0
+    for i in range(100):
+        t += rng.expovariate(5)
+        ids_ = (roles[rng.randrange(3)] + [rng.randrange(1000) for _ in range(rng.randrange(1, 2500))])[:5990]
+        request = GenerateRequest(f"q{i}", ids_, rng.randrange(0, 300), ignore_eos=rng.random() < 0.5,
+                                  priority=rng.choice([None, 0, 5, 50]), session_id=rng.choice([None, "s1", "s2"]))
+        replica = ids[i % 2]
+        cluster.call_at(t, lambda r=request, rep=replica: cluster.submit(rep, r, finish))
+        if rng.random() < 0.1:
+            cluster.call_at(t + rng.random(), lambda r=request, rep=replica: cluster.abort(rep, r.rid))
+    cluster.run()
+    assert len(done) == 100
+    for rid in ids:
+        engine = cluster.engine(rid)
+        assert engine.debug_state()["private"] == 0 and not engine.has_work
+        assert engine.cache.protected_size == 0

@@ -54,6 +54,7 @@ def test_a_dead_replica_is_skipped_and_marked_unhealthy(tmp_path: Path) -> None:
         assert not gateway.pool.get("dead").healthy
         # Pretend the probe had passed: the first call to it fails to connect and is retried.
         gateway.pool.get("dead").healthy = True
+        gateway.pool.get("dead").models = gateway.pool.get("live").models
         for _ in range(4):
             assert client(running.url).chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
         assert not gateway.pool.get("dead").healthy

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import openai
@@ -25,14 +26,15 @@ from pythia_server.engine.step_time import StepTimeModel
 from pythia_server.engine.types import EngineConfig
 from pythia_server.gateway.app import build_app
 from pythia_server.policy import make_policy
-from pythia_server.replay.runner import ReplayConfig, ReplayRunner, _prompt_ids
+from pythia_server.replay.prompts import prompt_ids as _prompt_ids
+from pythia_server.replay.runner import ReplayConfig, ReplayRunner
 from pythia_server.replay.workload import WorkloadRequest
 from pythia_server.sglang_backend.sim_server import SimServerConfig
 from pythia_server.sglang_backend.sim_server import build_app as build_sim_app
 from tests.pythia_server.gateway.servers import ServerThread
 from tests.pythia_server.replay.test_runner import _workload
 
-SPEEDUP = 10.0
+SPEEDUP = 1.0  # the live engine adds ~1 ms of Python per step (it falls behind); faster clocks magnify it
 MODEL = "sim-model"
 ENGINE = EngineConfig()  # the simulated server's default: 400k KV tokens, fcfs, lru
 #: (gateway router, offline bundle): the same policy object class on both paths
@@ -87,9 +89,16 @@ def _live_replay(url: str, requests: list[WorkloadRequest]) -> tuple[dict[str, f
     return asyncio.run(run())
 
 
+def _agent_workload() -> list[WorkloadRequest]:
+    """Six planner -> 3 searchers -> writer runs with tool time between steps, as agents have."""
+    tool_ms = {"searcher": 1500.0, "writer": 1000.0}
+    return [replace(r, tool_wait_ms=tool_ms[r.agent]) if r.agent in tool_ms else r
+            for r in _workload(sessions=6, gap_ms=1500.0)]
+
+
 @pytest.mark.parametrize(("router", "policy"), POLICIES)
 def test_live_and_offline_agree(router: str, policy: str, sims: list[ServerThread], tmp_path: Path) -> None:
-    requests = _workload(sessions=6, gap_ms=1500.0)
+    requests = _agent_workload()
     config = GatewayConfig(db_path=str(tmp_path / "pythia.db"), health_interval_s=0.2, router=router)
     gateway = ServerThread(build_app(config, [(f"sim-{i}", t.url) for i, t in enumerate(sims)])).start()
     try:

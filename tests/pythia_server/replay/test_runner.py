@@ -175,10 +175,15 @@ def test_a_runner_runs_once_and_bad_config_is_refused() -> None:
         ReplayConfig(concurrency=0)
 
 
-def test_a_prompt_that_fits_no_replica_is_a_clear_error() -> None:
-    big = [replace(_workload(sessions=1)[0], input_length=30_000, hash_ids=tuple(range(1, 470)))]
-    with pytest.raises(ValueError, match="does not fit"):
-        ReplayRunner(big, make_policy("sglang"), ReplayConfig(engine=SMALL_KV)).run()
+def test_a_call_the_engine_refuses_is_recorded_and_the_session_goes_on() -> None:
+    calls = _workload(sessions=1)
+    too_big = replace(calls[0], input_length=30_000, hash_ids=tuple(range(1, 470)))
+    result = ReplayRunner([too_big, *calls[1:]], make_policy("sglang"), ReplayConfig(engine=SMALL_KV)).run()
+    assert len(result.requests) == 5 and len(result.rejected) == 1
+    assert "does not fit in the KV cache" in result.rejected[0]
+    refused = next(r for r in result.requests if r.request_id == too_big.request_id)
+    assert refused.finish_reason == "rejected" and refused.output_tokens == 0
+    assert all(r.finish_reason == "length" for r in result.requests if r is not refused)
 
 
 def test_peek_prefix_does_not_change_the_cache() -> None:
@@ -192,3 +197,22 @@ def test_peek_prefix_does_not_change_the_cache() -> None:
     assert peek_prefix_tokens(cache, [7]) == 0
     assert (cache.total_size, cache.evictable_size) == before
     assert cache.match_prefix([1, 2, 3, 4, 5]).prefix_len == 5  # no split happened behind its back
+
+
+def test_views_match_the_engine_load() -> None:
+    requests = _workload(sessions=8, gap_ms=50.0)
+    runner = ReplayRunner(requests, make_policy("sglang"), ReplayConfig(replicas=2, engine=SMALL_KV))
+    seen: list[bool] = []
+    original = runner.bundle.router.route
+
+    def route(call, views, now_s):  # type: ignore[no-untyped-def]
+        for view in views:
+            load = runner.cluster.load(view.replica_id)
+            seen.append(view.queued_requests == load.num_waiting_reqs
+                        and view.free_kv_tokens == load.max_total_num_tokens - load.num_used_tokens
+                        and view.total_kv_tokens == load.max_total_num_tokens)
+        return original(call, views, now_s)
+
+    runner.bundle.router.route = route  # type: ignore[method-assign]
+    runner.run()
+    assert seen and all(seen)

@@ -16,7 +16,10 @@ DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana-dashboard.js
 def test_every_series_and_label_in_the_dashboard_exists() -> None:
     metrics = GatewayMetrics(max_workflows=5)
     metrics.observe_call(route="chat", workflow="wf", status="ok", prompt_tokens=10, cached_tokens=4,
-                         output_tokens=3, ttft_ms=20.0, e2e_ms=50.0, queue_ms=1.0)
+                         output_tokens=3, ttft_ms=20.0, e2e_ms=50.0, queue_ms=1.0, agent="planner")
+    metrics.set_workflow_standing("wf", "proactive", 0.9, 0.95)
+    metrics.profiler_calls.labels("observed").inc()
+    metrics.profiler_sessions_ended.labels("span").inc()
     metrics.dropped_tags.labels("too_long").inc()
     metrics.errors.labels("invalid_request_error").inc()
     metrics.retries.inc()
@@ -26,7 +29,7 @@ def test_every_series_and_label_in_the_dashboard_exists() -> None:
     labels = set(re.findall(r"[{,](\w+)=", exposition))
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    assert len(exprs) >= 10
+    assert len(exprs) >= 20
     for expr in exprs:
         for name in re.findall(r"\bpythia_\w+", expr):
             assert name in exported, f"{name} is not exported by the gateway"

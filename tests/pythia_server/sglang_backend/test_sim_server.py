@@ -122,6 +122,10 @@ def test_generate_streams_cumulative_text_and_ends_with_done(server: ServerThrea
     assert final["id"] == "gen-1" and final["completion_tokens"] == 5
     assert final["finish_reason"] == {"type": "length", "length": 5}
     assert chunks[0]["meta_info"]["finish_reason"] is None
+    again = {**body, "rid": "gen-2"}
+    with httpx.stream("POST", server.url + "/generate", json=again) as response:
+        first = json.loads(next(line for line in response.iter_lines() if line).removeprefix("data: "))
+    assert first["meta_info"]["cached_tokens"] == first["meta_info"]["prompt_tokens"] - 1  # known from the start
 
 
 def test_generate_with_input_ids_and_prefill_only_warm(server: ServerThread) -> None:

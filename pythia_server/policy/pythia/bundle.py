@@ -1,0 +1,112 @@
+"""Pythia as a ``PolicyBundle``, and the ablation variants the bench compares.
+
+One ``PythiaContext`` (the profiler and the live sessions) is shared by the router, the
+priority policy, the cache manager and the scaler of a bundle; each mechanism has a
+switch in ``PythiaConfig`` and a registered variant with it off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pythia_server.policy.pythia.autoscale import (
+    PhaseAdaptiveAutoscaler,
+    PhaseConfig,
+    ReactiveConfig,
+)
+from pythia_server.policy.pythia.cache_manager import SpeculativeCacheManager
+from pythia_server.policy.pythia.config import PythiaConfig
+from pythia_server.policy.pythia.context import PythiaContext
+from pythia_server.policy.pythia.placement import LookaheadRouter
+from pythia_server.policy.pythia.priority import LookaheadPriority
+from pythia_server.policy.types import (
+    EngineSettings,
+    PolicyBundle,
+    ScaleDecision,
+    ScaleTick,
+)
+from pythia_server.profiler.profiler import WorkflowProfiler
+
+__all__ = ["PYTHIA_VARIANTS", "ContextScaler", "make_pythia_bundle"]
+
+#: Registered names -> the switches they turn off (or the knob they change).
+PYTHIA_VARIANTS: dict[str, dict[str, object]] = {
+    "pythia": {},
+    "pythia-weighted": {"affinity": "weighted"},
+    "pythia-no-warm": {"warm": False},
+    "pythia-no-retention": {"retention": False},
+    "pythia-no-priority": {"priority": False},
+    "pythia-no-lookahead": {"lookahead": False},
+}
+
+
+class ContextScaler:
+    """The phase-adaptive autoscaler fed the bundle's own live-session predictions.
+
+    A driver sends ticks with replicas only; predictions and session placements are
+    filled in from the shared context (a tick that carries predictions is used as is).
+    """
+
+    name = "phase-adaptive"
+
+    def __init__(self, context: PythiaContext, scaler: PhaseAdaptiveAutoscaler) -> None:
+        self.context = context
+        self.scaler = scaler
+
+    def decide(self, tick: ScaleTick) -> ScaleDecision:
+        if not tick.predictions:
+            ctx = self.context
+            predictions = tuple(
+                ctx.profiler.predict(state.workflow, session, None, tick.now_s)
+                for session, state in ctx.sessions.items()
+            )
+            placements = tuple((s, st.last_replica) for s, st in ctx.sessions.items() if st.last_replica)
+            tick = replace(tick, predictions=predictions, session_replicas=placements)
+        return self.scaler.decide(tick)
+
+
+def make_pythia_bundle(
+    name: str = "pythia",
+    config: PythiaConfig | None = None,
+    profiler: WorkflowProfiler | None = None,
+    feed_profiler: bool = True,
+    phase: PhaseConfig | None = None,
+    reactive: ReactiveConfig | None = None,
+    autoscale: bool = False,
+) -> PolicyBundle:
+    """A fresh Pythia bundle. ``profiler``: share a (possibly pre-trained) one; with
+    ``feed_profiler`` False the driver feeds it and the bundle only reads it.
+
+    ``autoscale`` puts the phase-adaptive scaler in the bundle's ``scaler`` slot; off by
+    default, so the registered bundles run on a fixed replica count like the baselines
+    they are compared with (the autoscaler is compared with the reactive one on its own).
+    """
+    cfg = config or PythiaConfig()
+    context = PythiaContext(cfg, profiler, feed_profiler)
+    priority = LookaheadPriority(context) if cfg.priority else None
+    switches = [n for n, on in (("retention", cfg.retention), ("warm", cfg.warm),
+                                ("lookahead", cfg.lookahead), ("priority", cfg.priority)) if not on]
+    description = (
+        f"Pythia: lookahead placement ({cfg.affinity} affinity), critical-path priority, "
+        "speculative retention and warming, phase-adaptive scaling"
+        + (f"; off: {', '.join(switches)}" if switches else "")
+    )
+    return PolicyBundle(
+        name,
+        LookaheadRouter(context),
+        priority=priority,
+        cache_hints=SpeculativeCacheManager(context),
+        scaler=ContextScaler(context, PhaseAdaptiveAutoscaler(phase, reactive)) if autoscale else None,
+        engine=EngineSettings(enable_priority_scheduling=cfg.priority),
+        description=description,
+    )
+
+
+def make_variant(name: str, block_size: int = 64, profiler: WorkflowProfiler | None = None) -> PolicyBundle:
+    """A registered variant by name (``PYTHIA_VARIANTS``)."""
+    try:
+        changes = PYTHIA_VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown Pythia variant {name!r}; known: {', '.join(PYTHIA_VARIANTS)}") from None
+    config = PythiaConfig(block_size=block_size, **changes)  # type: ignore[arg-type]
+    return make_pythia_bundle(name, config, profiler)
