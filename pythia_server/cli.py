@@ -54,4 +54,7 @@ class CliError(Exception):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main so CliError raised by subcommands is the same class.
+    from pythia_server.cli import main as _main
+
+    raise SystemExit(_main())

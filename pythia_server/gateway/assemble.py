@@ -98,6 +98,19 @@ class _Choice:
                 self.logprobs.setdefault(key, []).extend(value)
 
 
+def _index(item: Mapping[str, Any], default: int) -> int:
+    value = item.get("index")
+    return value if isinstance(value, int) else default
+
+
+def _append(parts: list[str] | None, piece: str) -> list[str]:
+    """``parts`` with ``piece`` added in place (None: nothing seen yet)."""
+    if parts is None:
+        return [piece]
+    parts.append(piece)
+    return parts
+
+
 def _text(parts: list[str] | None) -> str | None:
     return None if parts is None else "".join(parts)
 
@@ -126,7 +139,7 @@ class OpenAIAssembler:
         for raw in choices:
             if not isinstance(raw, Mapping):
                 continue
-            index = raw.get("index") if isinstance(raw.get("index"), int) else 0
+            index = _index(raw, 0)
             choice = self._choices.get(index)
             if choice is None:
                 choice = self._choices[index] = _Choice(index)
@@ -139,15 +152,15 @@ class OpenAIAssembler:
                 if isinstance(delta.get("role"), str):
                     choice.role = delta["role"]
                 if isinstance(delta.get("content"), str):
-                    choice.content = [*(choice.content or []), delta["content"]]
+                    choice.content = _append(choice.content, delta["content"])
                 if isinstance(delta.get("reasoning_content"), str):
-                    choice.reasoning = [*(choice.reasoning or []), delta["reasoning_content"]]
+                    choice.reasoning = _append(choice.reasoning, delta["reasoning_content"])
                 for call in delta.get("tool_calls") or ():
                     if isinstance(call, Mapping):
-                        at = call.get("index") if isinstance(call.get("index"), int) else len(choice.tool_calls)
+                        at = _index(call, len(choice.tool_calls))
                         choice.tool_calls.setdefault(at, _ToolCall()).feed(call)
         elif isinstance(raw.get("text"), str):
-            choice.content = [*(choice.content or []), raw["text"]]
+            choice.content = _append(choice.content, raw["text"])
         choice.feed_logprobs(raw.get("logprobs"))
         if isinstance(raw.get("finish_reason"), str):
             choice.finish_reason = raw["finish_reason"]

@@ -40,6 +40,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
                         help="end a session after this long without calls (default 600)")
     parser.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MiB (default 32)")
+    parser.add_argument("--no-profiler", action="store_true", default=None,
+                        help="do not learn workflow types (no profiler, no /pythia/api/workflows data)")
+    parser.add_argument("--profiler-quantile", type=float, default=None, metavar="Q",
+                        help="output-length bound quantile (default 0.9)")
+    parser.add_argument("--profiler-confidence", type=float, default=None, metavar="C",
+                        help="confidence of the output-length bound (default 0.9)")
+    parser.add_argument("--profiler-min-sessions", type=int, default=None, metavar="N",
+                        help="sessions judged before a workflow type may turn proactive (default 8)")
+    parser.add_argument("--profiler-promote-top1", type=float, default=None, metavar="X",
+                        help="next-agent top-1 accuracy needed to turn proactive (default 0.7)")
+    parser.add_argument("--profiler-promote-coverage", type=float, default=None, metavar="X",
+                        help="output-bound coverage needed to turn proactive (default 0.85)")
+    parser.add_argument("--no-assemble", action="store_true", default=None,
+                        help="forward non-streaming calls as they are (their TTFT is then unknown)")
     parser.add_argument("--log-dir", default=None, help="where spawned replicas write their logs (default: a temp dir)")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
@@ -74,6 +88,12 @@ def _config(args: argparse.Namespace) -> Any:
         "host": args.host, "port": args.port, "db_path": args.db, "block_size": args.block_size,
         "router": args.router, "session_idle_timeout_s": args.session_idle_timeout,
         "max_body_bytes": int(args.max_body_mb * 1024 * 1024) if args.max_body_mb else None,
+        "profiler_enabled": False if args.no_profiler else None,
+        "profiler_quantile": args.profiler_quantile, "profiler_confidence": args.profiler_confidence,
+        "profiler_min_sessions": args.profiler_min_sessions,
+        "profiler_promote_top1": args.profiler_promote_top1,
+        "profiler_promote_coverage": args.profiler_promote_coverage,
+        "assemble_from_stream": False if args.no_assemble else None,
     }
     try:
         config = GatewayConfig.from_env(**overrides)

@@ -74,8 +74,12 @@ class ProfilerFeed:
 
     def end_session(self, workflow: str | None, session: str | None, now_s: float, reason: str = "span") -> None:
         """A session ended (its root workflow span closed); ``workflow=None``: that id in every type."""
-        if session:
-            self._pending.append(("end", (workflow, session, now_s, reason)))
+        if not session:
+            return
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1  # the session stays live until the idle timeout ends it
+            return
+        self._pending.append(("end", (workflow, session, now_s, reason)))
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ dropped and counted), estimates prompt tokens and prefix block hashes, asks the 
 for a replica over the pool's views, and forwards with an SGLang ``rid`` it chose. A
 replica that cannot be reached is marked unhealthy and the call retried once on another
 replica while nothing has been sent to the client. Streams are relayed event by event as
-they arrive. Every routed call ends in exactly one :class:`CallRecord`, whether it
+they arrive; a non-streaming call is streamed from the replica too and its whole answer
+assembled (``gateway/assemble.py``), so every call has a TTFT. Every routed call ends in exactly one :class:`CallRecord`, whether it
 finished, failed or was abandoned by its client (then the engine request is aborted).
 """
 

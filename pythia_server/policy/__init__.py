@@ -21,6 +21,9 @@ from pythia_server.policy.types import (
     RetentionHint,
     RouteDecision,
     Router,
+    ScaleDecision,
+    Scaler,
+    ScaleTick,
 )
 
 __all__ = [
@@ -39,6 +42,9 @@ __all__ = [
     "RoundRobinRouter",
     "RouteDecision",
     "Router",
+    "ScaleDecision",
+    "ScaleTick",
+    "Scaler",
     "make_policy",
     "make_router",
 ]

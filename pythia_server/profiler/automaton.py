@@ -35,7 +35,7 @@ class ContextStats:
     per update, on first use, so a burst of learning does not sort on every step.
     """
 
-    __slots__ = ("_ranked", "_ranked_total", "counts", "ended_weight", "steps_sum", "top", "top_count", "total", "work_sum")
+    __slots__ = ("_ranked", "_ranked_total", "counts", "steps_sum", "top", "top_count", "total", "truncated_weight", "work_sum")
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
@@ -44,7 +44,7 @@ class ContextStats:
         self.top_count = 0.0
         self.steps_sum = 0.0
         self.work_sum = 0.0
-        self.ended_weight = 0.0
+        self.truncated_weight = 0.0  # learned from sessions cut short (no cost to go)
         self._ranked: tuple[tuple[str, float], ...] = ()
         self._ranked_total = -1.0  # the total ``_ranked`` was computed at
 
@@ -57,6 +57,11 @@ class ContextStats:
             self.top_count = value
         elif value > self.top_count:
             self.top, self.top_count = nxt, value
+
+    @property
+    def ended_weight(self) -> float:
+        """Weight of the sessions that ended: what ``steps_sum`` and ``work_sum`` average over."""
+        return self.total - self.truncated_weight
 
     @property
     def ranked(self) -> tuple[tuple[str, float], ...]:
@@ -74,7 +79,7 @@ class ContextStats:
         self.top_count *= factor
         self.steps_sum *= factor
         self.work_sum *= factor
-        self.ended_weight *= factor
+        self.truncated_weight *= factor
         self._ranked_total = -1.0
 
 
@@ -273,8 +278,7 @@ class ContextModel:
             ids.append(agent_id)
             packed = ((packed << _ID_BITS) | agent_id) & window_mask
             seen[agent] = visits = seen.get(agent, 0) + 1
-            if visits > loop_cap:
-                visits = loop_cap
+            visits = min(visits, loop_cap)
             nxt = nexts[i]
             entry = contexts.get((packed << 5) | visits)
             if entry is None:
@@ -299,7 +303,6 @@ class ContextModel:
                         stats.top, stats.top_count = nxt, value
                     stats.steps_sum += steps_left
                     stats.work_sum += work_left
-                    stats.ended_weight += weight
             else:
                 for stats in every:
                     counts = stats.counts
@@ -309,6 +312,7 @@ class ContextModel:
                         stats.top_count = value
                     elif value > stats.top_count:
                         stats.top, stats.top_count = nxt, value
+                    stats.truncated_weight += weight
         compared = range(len(specs)) if compare_all else (chosen_index,)
         scores = {}
         for index in compared:
@@ -332,7 +336,8 @@ class ContextModel:
         if ended:
             stats.steps_sum += steps_left * weight
             stats.work_sum += work_left * weight
-            stats.ended_weight += weight
+        else:
+            stats.truncated_weight += weight
 
     def _renormalise(self) -> None:
         factor = 1.0 / self._weight

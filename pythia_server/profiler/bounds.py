@@ -96,8 +96,7 @@ class OutputSamples:
         left, insort = bisect.bisect_left, bisect.insort
         total = self._sum
         for tokens in values:
-            if tokens < 0:
-                tokens = 0
+            tokens = max(tokens, 0)
             if len(order) >= capacity:
                 old = order.popleft()
                 del ordered[left(ordered, old)]

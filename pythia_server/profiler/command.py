@@ -145,12 +145,12 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def print_table(scores: Sequence[Any]) -> None:
     headers = ("workflow", "train", "test", "steps", "top1", "top1_online", "markov", "markov_online",
-               "coverage", "tightness", "mode", "model")
+               "ceiling", "coverage", "tightness", "mode", "model")
     rows = [
         (
             s.workflow, str(s.train_sessions), str(s.test_sessions), str(s.test_steps),
             _fmt(s.next_agent_top1), _fmt(s.next_agent_top1_online), _fmt(s.markov_top1),
-            _fmt(s.markov_top1_online), _fmt(s.length_bound_coverage), _fmt(s.length_bound_tightness, 2),
+            _fmt(s.markov_top1_online), _fmt(s.context_ceiling_top1), _fmt(s.length_bound_coverage), _fmt(s.length_bound_tightness, 2),
             s.mode, s.context_model,
         )
         for s in scores

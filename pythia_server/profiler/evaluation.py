@@ -10,6 +10,11 @@ time (calls observed as they end, sessions ended after their last call):
 - ``next_agent_top1_online``: the same, but test sessions are learned as they end, as
   the live gateway does (prequential: a session is scored before it is learned).
 - ``markov_top1`` (and ``_online``): the last-agent-only Markov model on the same steps.
+- ``context_ceiling_top1``: the top-1 of the richest state the automaton can use (the
+  last ``max_order`` agents and the current agent's loop count) *fitted on the test
+  steps themselves* (each state answers with its most frequent next agent there). An
+  in-sample, overfitted figure: no model with that state learned from earlier sessions
+  can be expected to beat it, so it tells a data limit from a modelling one.
 - ``length_bound_coverage``: share of test calls whose output stayed under the bound
   predicted for their agent when they arrived (calls with a bound only);
   ``length_bound_tightness``: mean bound over mean actual output of those calls.
@@ -18,6 +23,7 @@ time (calls observed as they end, sessions ended after their last call):
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +45,7 @@ class WorkflowScore:
     next_agent_top1_online: float | None
     markov_top1: float | None
     markov_top1_online: float | None
+    context_ceiling_top1: float | None
     length_bound_coverage: float | None
     length_bound_tightness: float | None
     bound_calls: int
@@ -146,6 +153,27 @@ def _markov_top(profiler: WorkflowProfiler, workflow: str, session: str) -> str 
     return stats.top if stats is not None else None
 
 
+def context_ceiling(sessions: Sessions, keys: Sequence[tuple[str, str]], max_order: int, loop_cap: int) -> dict[str, float]:
+    """Per workflow type: in-sample top-1 of (last ``max_order`` agents, loop count) on ``keys``."""
+    tables: dict[str, dict[tuple[object, ...], Counter[str]]] = {}
+    for key in keys:
+        calls = sorted(sessions[key], key=lambda c: (c.start_s, c.end_s))
+        agents = [step.agent for step in group_steps(calls, {id(c): c.agent or "" for c in calls})]
+        table = tables.setdefault(key[0], {})
+        history = [START]
+        visits: Counter[str] = Counter()
+        for i, agent in enumerate(agents):
+            history.append(agent)
+            visits[agent] += 1
+            state = (*history[-max_order:], min(visits[agent], loop_cap))
+            table.setdefault(state, Counter())[agents[i + 1] if i + 1 < len(agents) else END] += 1
+    out = {}
+    for workflow, table in tables.items():
+        total = sum(sum(c.values()) for c in table.values())
+        out[workflow] = sum(max(c.values()) for c in table.values()) / total if total else 0.0
+    return out
+
+
 def evaluate(sessions: Sessions, train_fraction: float = 0.5, config: ProfilerConfig | None = None) -> list[WorkflowScore]:
     """Learn the first part of each workflow type's sessions, score on the rest."""
     train, test = split_sessions(sessions, train_fraction)
@@ -158,6 +186,7 @@ def evaluate(sessions: Sessions, train_fraction: float = 0.5, config: ProfilerCo
     online_tallies: dict[str, _Tally] = {}
     _drive(frozen, sessions, test, frozen_tallies)
     _drive(online, sessions, test, online_tallies)
+    ceiling = context_ceiling(sessions, test, online.config.max_order, online.config.loop_count_cap)
     scores = []
     for workflow in sorted({wf for wf, _ in train} | {wf for wf, _ in test}):
         f = frozen_tallies.get(workflow, _Tally())
@@ -173,6 +202,7 @@ def evaluate(sessions: Sessions, train_fraction: float = 0.5, config: ProfilerCo
                 next_agent_top1_online=_ratio(o.top1, o.steps),
                 markov_top1=_ratio(f.markov, f.steps),
                 markov_top1_online=_ratio(o.markov, o.steps),
+                context_ceiling_top1=ceiling.get(workflow) if f.steps else None,
                 length_bound_coverage=_ratio(f.covered, f.bounded),
                 length_bound_tightness=(f.bound_sum / f.actual_sum) if f.actual_sum > 0 else None,
                 bound_calls=f.bounded,

@@ -52,6 +52,7 @@ class ModeTracker:
         demote_coverage: float,
     ) -> None:
         self._window: deque[SessionScore] = deque(maxlen=max(1, validation_sessions))
+        self._totals = [0, 0, 0, 0]  # the window's summed counts, kept as sessions come and go
         self._min = max(1, min_validation_sessions)
         self._promote = (promote_top1, promote_coverage)
         self._drift_sessions = max(1, drift_sessions)
@@ -63,7 +64,18 @@ class ModeTracker:
 
     def record(self, score: SessionScore) -> str:
         """Add one finished session's score; returns the (possibly changed) mode."""
-        self._window.append(score)
+        window, totals = self._window, self._totals
+        if len(window) == window.maxlen:
+            old = window[0]
+            totals[0] -= old.top1_hits
+            totals[1] -= old.top1_trials
+            totals[2] -= old.bound_covered
+            totals[3] -= old.bound_trials
+        window.append(score)
+        totals[0] += score.top1_hits
+        totals[1] += score.top1_trials
+        totals[2] += score.bound_covered
+        totals[3] += score.bound_trials
         if self.mode == SHADOW:
             self._maybe_promote()
         else:
@@ -74,7 +86,7 @@ class ModeTracker:
         if len(self._window) < self._min:
             self.reason = f"{len(self._window)} of {self._min} sessions judged"
             return
-        top1, coverage = _rates(list(self._window))
+        top1, coverage = self._window_rates()
         need_top1, need_coverage = self._promote
         ok_top1 = top1 is not None and top1 >= need_top1
         ok_coverage = coverage is not None and coverage >= need_coverage
@@ -86,7 +98,8 @@ class ModeTracker:
             self.reason = f"top1 {_fmt(top1)} (need {need_top1}), coverage {_fmt(coverage)} (need {need_coverage})"
 
     def _maybe_demote(self) -> None:
-        recent = list(self._window)[-self._drift_sessions :]
+        window = self._window
+        recent = [window[i] for i in range(max(0, len(window) - self._drift_sessions), len(window))]
         if len(recent) < self._drift_sessions:
             return
         top1, coverage = _rates(recent)
@@ -96,11 +109,16 @@ class ModeTracker:
             self.demotions += 1
             self.reason = f"drift: last {len(recent)} sessions top1 {_fmt(top1)}, coverage {_fmt(coverage)}"
             self._window.clear()
+            self._totals = [0, 0, 0, 0]
         else:
             self.reason = f"last {len(recent)} sessions top1 {_fmt(top1)}, coverage {_fmt(coverage)} (demote below {low_top1}, {low_coverage})"
 
+    def _window_rates(self) -> tuple[float | None, float | None]:
+        hits, trials, covered, bound_trials = self._totals
+        return (hits / trials if trials else None, covered / bound_trials if bound_trials else None)
+
     def state(self) -> ModeState:
-        top1, coverage = _rates(list(self._window))
+        top1, coverage = self._window_rates()
         return ModeState(self.mode, len(self._window), top1, coverage, self.promotions, self.demotions, self.reason)
 
 

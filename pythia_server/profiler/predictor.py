@@ -32,6 +32,12 @@ from pythia_server.profiler.types import (
 )
 
 _MAX_TRANSITIONS = 4096
+# Prompt composition and transition delays are means and medians: every session of a
+# young type feeds them, then a deterministic sample (every SAMPLE_EVERY-th session),
+# which estimates them as well at a fraction of the cost. Automaton, output bounds and
+# the regex summary learn from every session.
+SAMPLE_ALL_FIRST = 64
+SAMPLE_EVERY = 4
 _DELAY_SAMPLES = 256
 
 
@@ -40,13 +46,13 @@ class LiveSession:
     the state predictions read (step history, visit counts, latest prompts)."""
 
     __slots__ = (
+        "agents",
         "block_size",
         "calls",
         "history",
         "last_end_s",
         "last_prompt",
         "last_prompt_by_agent",
-        "names",
         "seen",
         "session",
         "step_of",
@@ -67,18 +73,18 @@ class LiveSession:
         self.last_prompt: tuple[int, ...] | None = None
         self.last_prompt_by_agent: dict[str, tuple[int, ...]] = {}
         self.block_size = 64
-        self.names: dict[int, str] = {}  # id(call) -> the agent name it was learned under
+        self.agents: list[str] = []  # the agent name each call (in start order) is learned under
         self.step_of: list[int] = []  # index of the step each call (in start order) belongs to
 
     def add(self, call: CallObservation, agent: str) -> None:
         """Add a call. In start order this is O(1); a call that started earlier than the
         last one (calls are observed when they end) re-groups only the steps after it."""
         calls = self.calls
-        self.names[id(call)] = agent
         start_s = call.start_s
         if not calls or start_s > calls[-1].start_s or (start_s == calls[-1].start_s and call.end_s >= calls[-1].end_s):
             # In start order (the usual case): _extend, inlined.
             calls.append(call)
+            self.agents.append(agent)
             steps = self.steps
             if extend_steps(steps, call, agent):
                 self.history.append(agent)
@@ -93,6 +99,7 @@ class LiveSession:
             return
         position = bisect.bisect_right(calls, (call.start_s, call.end_s), key=_start_order)
         calls.insert(position, call)
+        self.agents.insert(position, agent)
         self.step_of.insert(position, -1)
         step = self.step_of[position - 1] if position > 0 else 0
         first = position
@@ -103,7 +110,7 @@ class LiveSession:
         del self.steps[step:]
         del self.history[step:]
         for index in range(first, len(calls)):
-            self._extend(index, calls[index], self.names[id(calls[index])])
+            self._extend(index, calls[index], self.agents[index])
 
     def _extend(self, index: int, call: CallObservation, agent: str) -> None:
         if extend_steps(self.steps, call, agent):
@@ -150,7 +157,6 @@ class WorkflowModel:
         self.samples: dict[str, OutputSamples] = {}
         self.bounds: dict[str, OutputBound] = {}
         self.delays_ms: dict[tuple[str, str], OutputSamples] = {}
-        self.median_delay_s: dict[tuple[str, str], float] = {}
         self.width_sum: dict[str, float] = {}
         self.width_steps: dict[str, int] = {}
         self.mean_width: dict[str, float] = {}
@@ -184,23 +190,23 @@ class WorkflowModel:
         calls: Sequence[CallObservation],
         ended: bool,
         steps: Sequence[Step] | None = None,
-        names: dict[int, str] | None = None,
+        agents: Sequence[str] | None = None,
     ) -> None:
         """Score then learn one session (``ended`` False: truncated, no end transition).
 
         A live session passes its calls already in start order with their ``steps`` and
-        ``names`` (``id(call)`` -> agent name), so nothing is grouped twice.
+        ``agents`` (the name each call is learned under), so nothing is grouped twice.
         """
         if not calls:
             return
         ordered: Sequence[CallObservation] = calls
-        if steps is None or names is None:
-            names = {id(c): self.agent_name(c.agent) for c in calls}
+        if steps is None or agents is None:
             ordered = sorted(calls, key=_start_order)
-            steps = group_steps(ordered, names)
+            agents = [self.agent_name(c.agent) for c in ordered]
+            steps = group_steps(ordered, {id(c): a for c, a in zip(ordered, agents, strict=True)})
         before = self.automaton.chosen.name
         scores = self.automaton.learn(steps, ended)
-        covered, bound_trials = self._learn_calls(ordered, names)
+        covered, bound_trials = self._learn_calls(ordered, agents)
         hits, trials = scores.get(before, (0, 0))
         self.modes.record(SessionScore(hits, trials, covered, bound_trials))
         self._learn_steps(steps)
@@ -209,7 +215,7 @@ class WorkflowModel:
         self.sessions_learned += 1
         self.calls_learned += len(ordered)
 
-    def _learn_calls(self, calls: Sequence[CallObservation], names: dict[int, str]) -> tuple[int, int]:
+    def _learn_calls(self, calls: Sequence[CallObservation], agents: Sequence[str]) -> tuple[int, int]:
         """One pass over the session's calls (start order): score each output against the
         bound it would have had, then learn output lengths and prompt composition.
 
@@ -219,24 +225,25 @@ class WorkflowModel:
         covered = bound_trials = 0
         bounds, samples_of = self.bounds, self.samples
         outputs: dict[str, list[int]] = {}
+        learn_prompts = self._sampled()
         prompts: list[tuple[str, tuple[int, ...]]] = []
-        for call in calls:
-            agent = names[id(call)]
-            output = call.output_tokens
-            bound = bounds.get(agent)
-            if bound is not None and bound.bound_tokens is not None:
-                bound_trials += 1
-                covered += output <= bound.bound_tokens
+        for call, agent in zip(calls, agents, strict=True):
             batch = outputs.get(agent)
             if batch is None:
-                outputs[agent] = [output]
+                outputs[agent] = [call.output_tokens]
             else:
-                batch.append(output)
-            if call.block_hashes:
+                batch.append(call.output_tokens)
+            if learn_prompts and call.block_hashes:
                 prompts.append((agent, call.block_hashes))
-        self.composition.observe_session(prompts)
+        if prompts:
+            self.composition.observe_session(prompts)
         q, c = self.config.bound_quantile, self.config.bound_confidence
         for agent, batch in outputs.items():
+            bound = bounds.get(agent)
+            if bound is not None and bound.bound_tokens is not None:
+                limit = bound.bound_tokens
+                bound_trials += len(batch)
+                covered += sum(1 for output in batch if output <= limit)
             samples = samples_of.get(agent)
             if samples is None:
                 samples = samples_of[agent] = OutputSamples(self.config.max_samples_per_agent)
@@ -244,23 +251,31 @@ class WorkflowModel:
             bounds[agent] = samples.summary(q, c)
         return covered, bound_trials
 
+    def _sampled(self) -> bool:
+        """Whether this session feeds the sampled statistics (prompt composition, delays)."""
+        return self.sessions_learned < SAMPLE_ALL_FIRST or self.sessions_learned % SAMPLE_EVERY == 0
+
     def _learn_steps(self, steps: Sequence[Step]) -> None:
+        """Fan-out widths (every session) and transition delays (a sample of sessions)."""
         delays: dict[tuple[str, str], list[int]] = {}
-        width_sum, width_steps = self.width_sum, self.width_steps
+        learn_delays = self._sampled()
+        widths: dict[str, list[int]] = {}  # agent -> [width sum, steps] in this session
         previous = None
         for step in steps:
             agent = step.agent
-            width_sum[agent] = width_sum.get(agent, 0.0) + step.width
-            width_steps[agent] = width_steps.get(agent, 0) + 1
-            if previous is not None:
+            tally = widths.get(agent)
+            if tally is None:
+                widths[agent] = [step.width, 1]
+            else:
+                tally[0] += step.width
+                tally[1] += 1
+            if previous is not None and learn_delays:
                 gap_s = step.start_s - previous.end_s
-                delay_ms = round(gap_s * 1000.0) if gap_s > 0.0 else 0
                 key = (previous.agent, agent)
                 batch = delays.get(key)
                 if batch is None:
-                    delays[key] = [delay_ms]
-                else:
-                    batch.append(delay_ms)
+                    delays[key] = batch = []
+                batch.append(round(gap_s * 1000.0) if gap_s > 0.0 else 0)
             previous = step
         for key, batch in delays.items():
             samples = self.delays_ms.get(key)
@@ -269,9 +284,11 @@ class WorkflowModel:
                     continue
                 samples = self.delays_ms[key] = OutputSamples(_DELAY_SAMPLES)
             samples.extend(batch)
-            self.median_delay_s[key] = samples.quantile_value(0.5) / 1000.0
-        for agent in {step.agent for step in steps}:
-            self.mean_width[agent] = width_sum[agent] / width_steps[agent]
+        width_sum, width_steps = self.width_sum, self.width_steps
+        for agent, (width, count) in widths.items():
+            width_sum[agent] = total = width_sum.get(agent, 0.0) + width
+            width_steps[agent] = n = width_steps.get(agent, 0) + count
+            self.mean_width[agent] = total / n
 
     # -- prediction ------------------------------------------------------------
     def predict(self, live: LiveSession | None, agent: str | None, session: str | None, now_s: float) -> Prediction:
@@ -305,9 +322,9 @@ class WorkflowModel:
         bound = self.bounds.get(subject) if subject else None
         arrival = None
         if agent is None and live is not None and live.last_end_s is not None and top and top != END and current:
-            delay = self.median_delay_s.get((current, top))
-            if delay is not None:
-                arrival = live.last_end_s + delay
+            delays = self.delays_ms.get((current, top))
+            if delays is not None:
+                arrival = live.last_end_s + delays.quantile_value(0.5) / 1000.0
         fanout = mass = 0.0
         for name, p in next_agents:
             if name != END:

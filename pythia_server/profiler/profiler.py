@@ -43,6 +43,7 @@ class WorkflowProfiler:
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.dropped_observations = 0
         self.evicted_sessions = 0
+        self._max_calls = self.config.max_calls_per_session
 
     # -- feeding ---------------------------------------------------------------
     def observe(self, call: CallObservation) -> None:
@@ -66,7 +67,7 @@ class WorkflowProfiler:
             model = self._models[workflow]
         identity: object = call.call_id or (call.agent, call.start_s, call.end_s, call.prompt_tokens, call.output_tokens)
         seen = live.seen
-        if identity in seen or len(seen) >= self.config.max_calls_per_session:
+        if identity in seen or len(seen) >= self._max_calls:
             self.dropped_observations += 1
             return
         seen.add(identity)
@@ -86,14 +87,14 @@ class WorkflowProfiler:
             self._ended.popitem(last=False)
         model = self._models.get(workflow)
         if model is not None and self.learning:
-            model.learn(live.calls, True, live.steps, live.names)
+            model.learn(live.calls, True, live.steps, live.agents)
 
     def _evict_oldest(self) -> None:
         _, live = self._live.popitem(last=False)
         self.evicted_sessions += 1
         model = self._models.get(live.workflow)
         if model is not None and self.learning:
-            model.learn(live.calls, False, live.steps, live.names)
+            model.learn(live.calls, False, live.steps, live.agents)
 
     def _model(self, workflow: str, create: bool) -> WorkflowModel | None:
         model = self._models.get(workflow)

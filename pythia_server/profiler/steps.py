@@ -40,10 +40,8 @@ def extend_steps(steps: list[Step], call: CallObservation, agent: str) -> bool:
         last = steps[-1]
         if last.agent == agent and call.start_s < last.end_s and last.parent == call.parent:
             last.width += 1
-            if call.end_s > last.end_s:
-                last.end_s = call.end_s
-            if call.output_tokens > last.max_output_tokens:
-                last.max_output_tokens = call.output_tokens
+            last.end_s = max(last.end_s, call.end_s)
+            last.max_output_tokens = max(last.max_output_tokens, call.output_tokens)
             return False
     steps.append(Step(agent, 1, call.start_s, call.end_s, call.output_tokens, call.parent))
     return True

@@ -8,6 +8,9 @@
   ``dependencies.py``: when each call is ready once its dependencies complete.
 - ``transforms.py``: keep the first sessions, replicate sessions to scale up.
 - ``stats.py`` and ``command.py``: ``pythia-server workload convert|generate|stats``.
+- ``runner.py``: the offline replay driver (workload + arrivals + policy bundle + simulated
+  replicas on a virtual clock), with ``prompts.py`` and ``results.py``; ``metrics.py``: JCT,
+  ideal JCT and the rest; ``bench.py`` and ``bench_command.py``: ``pythia-server bench``.
 """
 
 from pythia_server.replay.workload import (

@@ -344,6 +344,13 @@ class ReplayRunner:
 
     # ------------------------------------------------------------------ cache actions
     def _prefetch(self, action: PrefetchAction) -> None:
+        """Realise one prefetch and tell the policy whether it went out (if it asks)."""
+        sent = self._send_prefetch(action)
+        report = getattr(self.bundle.cache_hints, "on_prefetch_result", None)
+        if report is not None:
+            report(action, sent)
+
+    def _send_prefetch(self, action: PrefetchAction) -> bool:
         """A prefetch as a prefill-only request, only if the replica has room for it."""
         ids: list[int] = []
         size = self._hasher.block_size
@@ -355,16 +362,17 @@ class ReplayRunner:
         engine = self.cluster.engine(action.replica_id) if action.replica_id in self._outstanding else None
         if engine is None or len(ids) < 2:
             self.prefetches_dropped += 1
-            return
+            return False
         if peek_prefix_tokens(engine.cache, ids) >= len(ids) - size:
             self.prefetches_resident += 1
-            return  # already resident: nothing to do
+            return False  # already resident: nothing to do
         if engine.free_tokens + engine.cache.evictable_size < len(ids):
             self.prefetches_dropped += 1
-            return
+            return False
         self._prefetch_seq += 1
         self.prefetches_sent += 1
         request = GenerateRequest(rid=f"prefetch-{self._prefetch_seq}", input_ids=ids, max_new_tokens=0,
                                   owner=action.owner)
         self._view_cache.pop(action.replica_id, None)
         self.cluster.submit(action.replica_id, request, lambda _done: None)
+        return True

@@ -77,8 +77,8 @@ def replay_profiler(calls: Iterable[CallRecord], sessions: Sequence[SessionRecor
             assert isinstance(payload, CallRecord)
             profiler.observe(call_observation(payload))
             continue
-        workflow, session = payload  # type: ignore[misc]
-        profiler.end_session(workflow, session, at_s)
+        assert isinstance(payload, tuple)
+        profiler.end_session(payload[0], payload[1], at_s)
         if history is not None and (next_point_s is None or at_s >= next_point_s):
             history.record(profiler.snapshot(), at_s)
             next_point_s = at_s + history_interval_s

@@ -20,8 +20,8 @@ that will serve it (the session's replica, whose cache the router follows; anoth
 that has no headroom), at the predicted arrival less the prefix's prefill time. The
 driver realises it as a prefill-only request (``max_new_tokens`` 0) and drops it when the
 replica has no room; ``on_prefetch_result`` lets it say so. Counters: planned, sent,
-dropped, hits (the warmed agent's next call ran there and found at least the warmed
-prefix's share cached) and wasted (the session went elsewhere, ended, or found it cold).
+dropped, hits (the warmed agent's next call ran there and found at least half the tokens
+the warm was expected to provide cached) and wasted (the session went elsewhere, ended, or found it cold).
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ class SpeculativeCacheManager:
         owner = CacheOwner(state.workflow, session, agent)
         reason = f"{agent} next (p {probability:.2f}), {prefix.kind} prefix {prefix.tokens} tokens"
         action = PrefetchAction(replica_id, owner, prefix.block_hashes, prefix.tokens, at_s, reason)
-        hit_tokens = int(prefix.tokens * 0.9)
+        # A hit: the call found at least half of what the warm was expected to provide.
+        hit_tokens = max(int(0.5 * prefix.tokens * max(prefix.expected_hit_fraction, 0.1)), cfg.block_size)
         self._pending[(session, agent)] = _Warm(action, agent, hit_tokens)
         self.context.warm_targets[(session, agent)] = (replica_id, prefix.tokens)
         self.counters.planned += 1

@@ -11,7 +11,8 @@ proactive type::
     priority  = BASE + priority_step * level + age points
 
 Levels are ``priority_step`` (4) apart, so only a call with about 8x less remaining work
-(three levels) preempts: reordering the queue is cheap, preemption is not. Age points:
+(three levels) preempts: reordering the queue is cheap, preemption is not. (Continuous
+levels, a finer SRPT order, measured worse on the deep-research dev workload.) Age points:
 one per ``ageing_s_per_point`` seconds the call has waited (drivers that re-ask waiting
 calls, like the simulator, honour it) plus one per ten such periods its session has run
 (honoured even when asked once), capped at ``max_age_points``, so nothing starves.

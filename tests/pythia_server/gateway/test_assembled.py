@@ -90,3 +90,27 @@ def test_whole_answers_unchanged_when_assembly_is_off(tmp_path: Any, sims: list[
         assert call["ttft_ms"] is None and call["e2e_ms"] > 0
     finally:
         running.server.stop()
+
+
+def test_a_replica_dying_mid_answer_is_a_502_error_body(tmp_path: Any) -> None:
+    from tests.pythia_server.gateway.conftest import start_gateway
+    from tests.pythia_server.gateway.servers import FakeSGLang
+
+    dying = FakeSGLang(die_after_chunks=2, output_tokens=10)
+    server = ServerThread(dying.app).start()
+    running = start_gateway(tmp_path, [("dying", server.url)])
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+        try:
+            client.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=10)
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 502
+            assert exc.body["type"] == "upstream_error"  # type: ignore[index]
+        else:
+            raise AssertionError("a broken upstream stream must not look like an answer")
+        (call,) = calls(running.url)
+        assert call["status"] == "error" and call["stream"] is False and call["ttft_ms"] is not None
+        assert dying.requests[0]["stream"] is True and dying.requests[0]["stream_options"] == {"include_usage": True}
+    finally:
+        running.server.stop()
+        server.stop()

@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from pythia_sdk.protocol import AgentTags, encode_headers
+from pythia_server.cli import main
 from pythia_server.reports.command import fetch_report, load_report
 from tests.pythia_server.gateway.conftest import SIM_MODEL, RunningGateway, start_gateway
 from tests.pythia_server.gateway.servers import ServerThread
@@ -138,6 +139,9 @@ def test_sessions_through_the_gateway_teach_the_graph_and_promote_the_workflow(
     assert offline["profiler"]["sessions_seen"] == 6
     writer = next(a for a in offline["agents"] if a["agent"] == "writer")
     assert writer["output_bound"] == OUTPUT["writer"] and writer["bound_coverage"] == 1.0
+    html = learning_gateway.db_path.parent / "report.html"
+    assert main(["report", "--db", str(learning_gateway.db_path), "--html", str(html)]) == 0
+    assert "proactive" in html.read_text() and "researcher" in html.read_text()
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
         metrics = response.read().decode()
@@ -196,3 +200,40 @@ def test_profiler_off(tmp_path: Path, sims: list[ServerThread]) -> None:
         assert report["profiler"] is None and report["graph"]["source"] == "observed"
     finally:
         running.server.stop()
+
+
+def feed_record(workflow: str, session: str, agent: str, start_s: float, status: str = "ok") -> Any:
+    from pythia_server.store.records import CallRecord
+
+    return CallRecord(call_id=f"{workflow}-{session}-{agent}-{start_s}", workflow=workflow, session=session,
+                      agent=agent, parent=None, call_tag=None, model="m", replica="r", route="chat", stream=False,
+                      prompt_tokens=10, cached_tokens=0, output_tokens=5, queue_ms=1.0, ttft_ms=2.0, e2e_ms=100.0,
+                      finish_reason="length", status=status, error=None, started_at=start_s,
+                      finished_at=start_s + 0.1, block_size=64)
+
+
+def test_the_feed_ends_sessions_by_span_or_idleness_and_bounds_its_queue() -> None:
+    from pythia_server.config import GatewayConfig
+    from pythia_server.gateway.learning import ProfilerFeed
+    from pythia_server.gateway.metrics import GatewayMetrics
+
+    now = [1000.0]
+    feed = ProfilerFeed(GatewayConfig(session_idle_timeout_s=60.0), GatewayMetrics(), clock=lambda: now[0],
+                        max_pending=4)
+    for workflow in ("a", "b"):
+        feed.on_call(feed_record(workflow, "shared", "x", 990.0))
+    feed.on_call(feed_record("a", "quiet", "x", 995.0))
+    feed.on_call(feed_record("a", "failed", "x", 995.0, status="error"))  # not learned, not queued
+    feed.on_call(feed_record("a", "late", "x", 999.0))
+    feed.on_call(feed_record("a", "over", "x", 999.0))  # the queue holds 4: dropped
+    assert feed.dropped == 1
+    feed.drain()
+    assert feed.profiler.live_sessions == 4
+    feed.end_session(None, "shared", 1000.0)  # a root span without a workflow tag: that id everywhere
+    feed.drain()
+    assert feed.profiler.live_sessions == 2
+    assert {w.workflow: w.sessions_learned for w in feed.profiler.snapshot().workflows} == {"a": 1, "b": 1}
+    now[0] = 1055.5  # "quiet" (last call ended at 995.1) has been idle for the 60 s timeout, "late" not yet
+    feed.drain()
+    assert feed.profiler.live_sessions == 1
+    assert feed.profiler.model("a").snapshot().sessions_learned == 2  # type: ignore[union-attr]

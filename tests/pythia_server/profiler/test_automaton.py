@@ -1,3 +1,5 @@
+import pytest
+
 from pythia_server.profiler.automaton import ContextModel
 from pythia_server.profiler.steps import Step
 from pythia_server.profiler.types import END, START
@@ -56,3 +58,22 @@ def test_context_table_is_capped() -> None:
     for i in range(200):
         model.learn(_steps([f"a{i}", f"b{i}", f"c{i}"]), ended=True)
     assert len(model.table) <= 50
+
+
+def test_truncated_sessions_count_for_transitions_but_not_for_cost_to_go() -> None:
+    model = ContextModel(max_order=2, loop_count_cap=8, half_life_sessions=1e9, max_contexts=10_000)
+    model.learn(_steps(["A", "B", "C"]), ended=True)
+    model.learn(_steps(["A", "B", "B", "B"]), ended=False)  # evicted: A->B, B->B, B->B learned
+    after_a = model.lookup([START, "A"], 1)
+    assert after_a.ended_weight == pytest.approx(after_a.total / 2)
+    assert after_a.steps_sum / after_a.ended_weight == pytest.approx(2.0)  # the ended session's B, C
+
+
+def test_the_chosen_candidate_is_scored_on_the_model_before_the_session() -> None:
+    # Each returned score counts hits of predictions made before that session was learned:
+    # a never-seen workflow has no hit at all on its first session.
+    model = ContextModel(max_order=3, loop_count_cap=8, half_life_sessions=10, max_contexts=10_000)
+    first = model.learn(_steps(["A", "B", "C"]), ended=True)
+    assert all(hits == 0 for hits, _ in first.values())
+    second = model.learn(_steps(["A", "B", "C"]), ended=True)
+    assert all(score == (3, 3) for score in second.values())  # after A, B and C (the end)

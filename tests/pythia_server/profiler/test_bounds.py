@@ -77,3 +77,15 @@ def test_window_slides_so_the_bound_follows_a_changed_agent() -> None:
     assert len(samples) == 50
     summary = samples.summary(0.9, 0.9)
     assert summary.bound_tokens == 10 and summary.mean_tokens == 10 and summary.median_tokens == 10
+
+
+def test_extend_keeps_the_same_window_as_one_add_per_value() -> None:
+    rng = random.Random(3)
+    one_by_one, batched = OutputSamples(50), OutputSamples(50)
+    for _ in range(40):
+        batch = [rng.randint(-5, 2000) for _ in range(rng.randint(0, 9))]
+        for value in batch:
+            one_by_one.add(value)
+        batched.extend(batch)
+        assert batched.summary(0.9, 0.9) == one_by_one.summary(0.9, 0.9)
+    assert len(batched) == 50

@@ -51,3 +51,29 @@ def test_agents_are_capped() -> None:
     for i in range(10):
         comp.observe(f"a{i}", (i, i + 1), None, None, True)
     assert len(comp.summary()) == 2
+
+
+def test_a_whole_session_at_once_learns_what_one_call_at_a_time_learns() -> None:
+    import random
+
+    rng = random.Random(9)
+    per_call, per_session = PrefixComposition(8, 4096), PrefixComposition(8, 4096)
+    for session in range(30):
+        prompts = []
+        history: dict[str, tuple[int, ...]] = {}
+        for turn in range(rng.randint(1, 8)):
+            agent = rng.choice(("coder", "reviewer", "tester"))
+            grown = history.get(agent, (hash(agent) & 0xFFFF, 2, 3)) + (session * 100 + turn,)
+            # sometimes a fresh chat: only the role blocks are shared with the last prompt
+            history[agent] = grown if rng.random() < 0.7 else grown[:3] + (-turn - 1,)
+            prompts.append((agent, history[agent]))
+        last_by_agent: dict[str, tuple[int, ...]] = {}
+        last_any = None
+        for agent, hashes in prompts:
+            previous = last_by_agent.get(agent)
+            per_call.observe(agent, hashes, previous, last_any, previous is None)
+            last_by_agent[agent] = last_any = hashes
+        per_session.observe_session(prompts)
+    assert per_session.summary() == per_call.summary()
+    for agent in ("coder", "reviewer", "tester"):
+        assert per_session.predict(agent, None, None, 64) == per_call.predict(agent, None, None, 64)

@@ -51,3 +51,18 @@ def test_a_workflow_that_drifts_after_training_scores_lower_frozen_than_online()
         sessions[("research", f"research-{i}")] = session_calls("research", f"research-{i}", changed, start_s=100.0 * i)
     (score,) = evaluate(sessions, 0.5)
     assert score.next_agent_top1 < 0.5 < score.next_agent_top1_online
+
+
+def test_the_context_ceiling_is_the_in_sample_top1_of_the_richest_state() -> None:
+    from pythia_server.profiler.evaluation import context_ceiling
+
+    sessions = {
+        ("wf", "s1"): session_calls("wf", "s1", ["A", "B"]),
+        ("wf", "s2"): session_calls("wf", "s2", ["A", "C"]),
+        ("wf", "s3"): session_calls("wf", "s3", ["A", "B"]),
+    }
+    # after A: B twice, C once (2 of 3); after B or C: always the end (3 of 3)
+    assert context_ceiling(sessions, list(sessions), 3, 8) == {"wf": 5 / 6}
+    # a coin-flip loop exit is as unpredictable in-sample as out of it
+    loops = {("wf", f"l{i}"): session_calls("wf", f"l{i}", ["A"] * (2 + i % 2)) for i in range(4)}
+    assert context_ceiling(loops, list(loops), 3, 8)["wf"] < 1.0

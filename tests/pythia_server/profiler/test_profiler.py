@@ -236,3 +236,22 @@ def test_garbage_observations_never_raise_and_predictions_stay_well_formed() -> 
         assert prediction.output_bound_tokens is None or prediction.output_bound_tokens >= 0
     assert profiler.live_sessions <= 20
     profiler.snapshot()
+
+
+def test_prompt_composition_and_delays_learn_from_a_sample_once_a_type_is_established() -> None:
+    from pythia_server.profiler.predictor import SAMPLE_ALL_FIRST, SAMPLE_EVERY
+
+    profiler = WorkflowProfiler()
+    sessions = SAMPLE_ALL_FIRST + 4 * SAMPLE_EVERY
+    for i in range(sessions):
+        feed(profiler, session_calls("wf", f"s{i}", ["plan", "write", "review"], start_s=10.0 * i))
+    model = profiler.model("wf")
+    assert model is not None and model.sessions_learned == sessions
+    sampled = SAMPLE_ALL_FIRST + 4  # every SAMPLE_EVERY-th of the later sessions
+    assert model.composition.summary()["plan"]["calls"] == sampled
+    assert len(model.delays_ms[("plan", "write")]) == sampled
+    # while output bounds and the automaton still learn every session
+    assert len(model.samples["plan"]) == sessions
+    assert model.snapshot().mode.mode == "proactive"
+    prediction = profiler.predict("wf", "new", agent="plan", now_s=0.0)
+    assert prediction.prefix.kind == "role" and prediction.prefix.expected_hit_fraction > 0.5

@@ -1,9 +1,9 @@
 """Cross-check (issue 4, 7a): the live path and the offline replay agree on one small workload.
 
-Live: two simulated SGLang servers (H1's engine on the wall clock, sped up) behind the
-Pythia gateway on loopback; a real ``openai.AsyncOpenAI`` client replays the workload,
-sending the Pythia tags as headers, waiting for each call's dependencies and its delay
-(divided by the speedup), with the prompt as token ids (Dynamo's synthesis) and
+Live: two simulated SGLang servers (``pythia-server sim``: H1's engine on the wall clock,
+each in its own process) behind the Pythia gateway on loopback; a real
+``openai.AsyncOpenAI`` client replays the workload, sending the Pythia tags as headers,
+waiting for each call's dependencies and its delay (divided by the speedup), with the prompt as token ids (Dynamo's synthesis) and
 ``ignore_eos`` so each call produces its recorded output length. Offline: the same
 workload, the same engine configuration and the same policy through ``ReplayRunner``.
 Mean JCT and prefix-cache hit rate must agree within 15%.
@@ -12,11 +12,15 @@ Mean JCT and prefix-cache hit rate must agree within 15%.
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -29,25 +33,68 @@ from pythia_server.policy import make_policy
 from pythia_server.replay.prompts import prompt_ids as _prompt_ids
 from pythia_server.replay.runner import ReplayConfig, ReplayRunner
 from pythia_server.replay.workload import WorkloadRequest
-from pythia_server.sglang_backend.sim_server import SimServerConfig
-from pythia_server.sglang_backend.sim_server import build_app as build_sim_app
 from tests.pythia_server.gateway.servers import ServerThread
 from tests.pythia_server.replay.test_runner import _workload
 
-SPEEDUP = 1.0  # the live engine adds ~1 ms of Python per step (it falls behind); faster clocks magnify it
+SPEEDUP = 1.0  # engine time = wall time: the live engine lags ~1 ms of Python per step, see docs/benchmarks.md
 MODEL = "sim-model"
 ENGINE = EngineConfig()  # the simulated server's default: 400k KV tokens, fcfs, lru
 #: (gateway router, offline bundle): the same policy object class on both paths
 POLICIES = [("round_robin", "sglang"), ("cache_aware", "sglang-router")]
 
 
+@dataclass
+class SimProcess:
+    """A ``pythia-server sim`` in its own process: its engine loop shares no GIL with the test."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def _free_port() -> int:
+    """A port free right now (bound and released; a rare race is retried by the caller)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_sim(seed: int) -> SimProcess:
+    """Start one ``pythia-server sim`` and wait for /health; a port lost to a race is retried."""
+    for _attempt in range(5):
+        port = _free_port()
+        argv = [sys.executable, "-m", "pythia_server.cli", "sim", "--port", str(port), "--model", MODEL,
+                "--speedup", str(SPEEDUP), "--seed", str(seed), "--kv-tokens", str(ENGINE.max_total_num_tokens)]
+        sim = SimProcess(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+                         f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while sim.process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{sim.url}/health", timeout=1).status_code == 200:
+                    return sim
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        if sim.process.poll() is None:
+            sim.process.terminate()
+            sim.process.wait(timeout=20)
+        error = sim.process.stderr.read() if sim.process.stderr else b""
+        if b"address already in use" not in error:
+            raise RuntimeError(f"simulated server did not start: {error[-500:]!r}")
+    raise RuntimeError("no free port for the simulated server")
+
+
 @pytest.fixture(scope="module")
-def sims() -> Iterator[list[ServerThread]]:
-    threads = [ServerThread(build_sim_app(SimServerConfig(model=MODEL, speedup=SPEEDUP, seed=i, engine=ENGINE))).start()
-               for i in range(2)]
-    yield threads
-    for t in threads:
-        t.stop()
+def sims() -> Iterator[list[SimProcess]]:
+    started: list[SimProcess] = []
+    try:
+        for seed in range(2):
+            started.append(_start_sim(seed))
+        yield started
+    finally:
+        for sim in started:
+            sim.process.terminate()
+        for sim in started:
+            sim.process.wait(timeout=20)
 
 
 def _live_replay(url: str, requests: list[WorkloadRequest]) -> tuple[dict[str, float], float]:
@@ -97,14 +144,12 @@ def _agent_workload() -> list[WorkloadRequest]:
 
 
 @pytest.mark.parametrize(("router", "policy"), POLICIES)
-def test_live_and_offline_agree(router: str, policy: str, sims: list[ServerThread], tmp_path: Path) -> None:
+def test_live_and_offline_agree(router: str, policy: str, sims: list[SimProcess], tmp_path: Path) -> None:
     requests = _agent_workload()
     config = GatewayConfig(db_path=str(tmp_path / "pythia.db"), health_interval_s=0.2, router=router)
     gateway = ServerThread(build_app(config, [(f"sim-{i}", t.url) for i, t in enumerate(sims)])).start()
     try:
         for t in sims:  # each run starts from empty caches, as the offline replicas do
-            import httpx
-
             assert httpx.post(f"{t.url}/flush_cache").status_code == 200
         live_jct, live_hit = _live_replay(gateway.url, requests)
     finally:
@@ -117,3 +162,5 @@ def test_live_and_offline_agree(router: str, policy: str, sims: list[ServerThrea
     assert len(live_jct) == len(offline.sessions) == 6
     assert live_mean == pytest.approx(offline_jct, rel=0.15), (live_mean, offline_jct)
     assert live_hit == pytest.approx(offline_hit, rel=0.15), (live_hit, offline_hit)
+    print(f"{router}/{policy}: live JCT {live_mean:.2f} s, offline {offline_jct:.2f} s; "
+          f"hit rate live {live_hit:.3f}, offline {offline_hit:.3f}")

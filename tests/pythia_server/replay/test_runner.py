@@ -216,3 +216,14 @@ def test_views_match_the_engine_load() -> None:
     runner.bundle.router.route = route  # type: ignore[method-assign]
     runner.run()
     assert seen and all(seen)
+
+
+def test_a_policy_that_asks_is_told_what_became_of_each_prefetch() -> None:
+    requests = _workload(sessions=12, gap_ms=400.0)
+    bundle = make_policy("kvflow", graphs=workflow_graphs(requests), router="round_robin")
+    told: list[bool] = []
+    bundle.cache_hints.on_prefetch_result = lambda action, sent: told.append(sent)  # type: ignore[union-attr]
+    result = ReplayRunner(requests, bundle, ReplayConfig(replicas=3, engine=SMALL_KV)).run()
+    assert result.prefetches_sent > 0
+    assert told.count(True) == result.prefetches_sent
+    assert told.count(False) == result.prefetches_dropped + result.prefetches_resident

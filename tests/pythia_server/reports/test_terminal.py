@@ -31,4 +31,7 @@ def test_render_report_lists_workflows_and_agents(tmp_path: Path) -> None:
     assert row.split() == ["wf", "2", "2", "0", "0.1", "0.1", "200", "20", "25.0%"]
     assert "Agents of wf" in text and "Agents of (untagged)" in text
     assert any(line.startswith("writer") and "1234.5" in line for line in text.splitlines())
+    # The profiler's view was rebuilt from the file (its sessions are long idle): one line per type.
+    profiler_line = next(line for line in text.splitlines() if line.startswith("Profiler: "))
+    assert profiler_line.startswith("Profiler: shadow (2 of 8 sessions judged)") and "2 sessions learned" in text
     assert render_report({"workflows": []}) == "No calls recorded yet."
