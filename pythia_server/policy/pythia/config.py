@@ -13,7 +13,7 @@ class PythiaConfig:
     """One config for the whole bundle; every mechanism has an off switch.
 
     Costs are per token on one replica (Llama-3.1-8B on an H100 order of magnitude:
-    prefill ~2.5e-5 s a token; a decode token ~1e-3 s of a replica's time once batched).
+    prefill ~2.5e-5 s a token; a decode token adds ~1.5e-4 s to a batched step, its marginal cost).
     They only need to be right relative to each other.
     """
 
@@ -25,7 +25,7 @@ class PythiaConfig:
     # -- shared
     block_size: int = 64
     prefill_s_per_token: float = 2.5e-5
-    decode_s_per_token: float = 1.0e-3
+    decode_s_per_token: float = 1.5e-4
     default_output_tokens: int = 256  # when neither a bound nor max_tokens is known
     max_sessions: int = 100_000  # live and recently ended sessions remembered
     # -- cache manager

@@ -73,12 +73,12 @@ def test_weighted_affinity_trades_work_for_prefill_saved() -> None:
     # Weighted: a 1,280-token hit saves 0.032 s of prefill; r0's predicted backlog is larger.
     router, _ = _router(affinity="weighted", affinity_weight=1.0)
     views = [view("r0"), view("r1")]
-    router.route(call("busy", session="s2", agent="other", prompt=64, max_tokens=100), views, 0.0)
+    router.route(call("busy", session="s2", agent="other", prompt=6400, blocks=(900,)), views, 0.0)
     router.index.insert(BLOCKS, "r0")
     assert router.route(call("c1", blocks=BLOCKS, prompt=1280), views, 1.0).replica_id == "r1"
     # With affinity weighted 100x, the hit wins despite the backlog.
     router, _ = _router(affinity="weighted", affinity_weight=100.0)
-    router.route(call("busy", session="s2", agent="other", prompt=64, max_tokens=100), views, 0.0)
+    router.route(call("busy", session="s2", agent="other", prompt=6400, blocks=(900,)), views, 0.0)
     router.index.insert(BLOCKS, "r0")
     assert router.route(call("c1", blocks=BLOCKS, prompt=1280), views, 1.0).replica_id == "r0"
 
