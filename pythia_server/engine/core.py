@@ -132,6 +132,27 @@ class Engine:
         del self._reqs[rid]
         return req.finished(now_s, {"type": "abort", "message": "Abort by request"})
 
+    def set_priority(self, rid: str, priority: int | None, now_s: float) -> bool:
+        """Re-prioritise a request that is still waiting; False if it is running, done or unknown.
+
+        SGLang fixes a request's priority at submission (see docs/engine.md); the simulated
+        engine can change it for a queued request, so a driver can age waiting calls. The
+        next scheduling iteration sorts the queue by the new value and may preempt for it.
+        ``None`` means the least urgent value, as at submission.
+        """
+        req = self._reqs.get(rid)
+        if req is None or req is self._chunked or req in self._running:
+            return False
+        self._now_s = now_s
+        if priority is None:
+            priority = _LEAST_URGENT if self.config.schedule_low_priority_values_first else -_LEAST_URGENT
+        req.priority = priority
+        return True
+
+    def waiting_rids(self) -> list[str]:
+        """Ids of the queued requests (not yet admitted, or preempted / retracted), arrival order."""
+        return [r.rid for r in self._waiting]
+
     def close_session(self, session_id: str) -> bool:
         """SGLang's /close_session: the session's cached KV becomes ordinary cache."""
         return self.cache.close_session(session_id)
@@ -147,6 +168,11 @@ class Engine:
     @property
     def has_work(self) -> bool:
         return bool(self._waiting or self._running or self._chunked)
+
+    @property
+    def num_waiting(self) -> int:
+        """Queued requests (SGLang's ``num_waiting_reqs``), O(1) unlike ``load()``."""
+        return len(self._waiting)
 
     def load(self) -> EngineLoad:
         cfg = self.config

@@ -129,6 +129,28 @@ class RadixCache:
             node = child
         return MatchResult(matched, node)
 
+    def peek_prefix_len(self, key: Sequence[int]) -> int:
+        """Longest cached page-aligned prefix of ``key``, read-only: no LRU touch, no split.
+
+        What a KV-event index would answer for a prompt (a router's view), so asking it
+        never changes what the engine does next.
+        """
+        page = self.page_size
+        end = len(key) // page * page
+        node, matched = self.root, 0
+        while matched < end:
+            child = node.children.get(key[matched] if page == 1 else self._child_key(key, matched))
+            if child is None:
+                break
+            node_key = child.key
+            n = len(node_key)
+            if matched + n <= end and key[matched : matched + n] == node_key:
+                matched += n
+                node = child
+                continue
+            return matched + self._match_len(node_key, key, matched, end)
+        return matched
+
     # ----------------------------------------------------------------- updates
     def insert(
         self,

@@ -94,6 +94,11 @@ class VirtualCluster:
     def load(self, replica_id: str) -> EngineLoad:
         return self._replicas[replica_id].engine.load()
 
+    @property
+    def pending_events(self) -> int:
+        """Events scheduled and not yet run (a driver's periodic ticks stop when only they remain)."""
+        return len(self._heap)
+
     def busy_seconds(self, replica_id: str) -> float:
         """Virtual time the replica spent stepping (for utilisation and replica-seconds)."""
         return self._replicas[replica_id].busy_s
@@ -141,6 +146,23 @@ class VirtualCluster:
         else:
             replica.pending_aborts.append(rid)
             self._cut_run(replica)
+
+    def set_priority(self, replica_id: str, rid: str, priority: int | None) -> bool:
+        """Re-prioritise a queued request now (``Engine.set_priority``); False if not waiting.
+
+        With priority preemption on, a decode run in progress is cut at the end of its
+        current step, so the request can preempt when SGLang's loop next looks.
+        """
+        replica = self._replicas[replica_id]
+        if not replica.engine.set_priority(rid, priority, self.now_s):
+            return False
+        config = replica.engine.config
+        if config.enable_priority_scheduling and config.enable_priority_preemption:
+            if replica.run is not None:
+                self._cut_run(replica)
+            else:
+                self._kick(replica)
+        return True
 
     def run(self, until_s: float | None = None) -> float:
         """Process events in time order until none are left (or until ``until_s``).

@@ -142,7 +142,10 @@ class PrefixComposition:
         last_any: tuple[int, ...] | None,
         first_in_session: bool,
     ) -> None:
-        """Learn from one call: how well each source would have named its prefix."""
+        """Learn from one call: how well each source would have named its prefix.
+
+        The one-call form of :meth:`observe_session` (which learns the same, faster).
+        """
         if not hashes:
             return
         comp = self._agents.get(agent)

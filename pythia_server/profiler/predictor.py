@@ -24,7 +24,6 @@ from pythia_server.profiler.types import (
     START,
     UNKNOWN_AGENT,
     CallObservation,
-    OutputBound,
     Prediction,
     PrefixPrediction,
     ProfilerConfig,
@@ -155,8 +154,11 @@ class WorkflowModel:
         )
         self.known_agents: set[str] = set()
         self.samples: dict[str, OutputSamples] = {}
-        self.bounds: dict[str, OutputBound] = {}
+        # Each agent's current bound (None: too few samples), what scoring and predict read;
+        # the full OutputBound summary is built only for snapshots.
+        self.bound_tokens: dict[str, int | None] = {}
         self.delays_ms: dict[tuple[str, str], OutputSamples] = {}
+        self.median_delay_s: dict[tuple[str, str], float] = {}  # precomputed for predict
         self.width_sum: dict[str, float] = {}
         self.width_steps: dict[str, int] = {}
         self.mean_width: dict[str, float] = {}
@@ -223,7 +225,7 @@ class WorkflowModel:
         Returns (calls under their bound, calls that had a bound).
         """
         covered = bound_trials = 0
-        bounds, samples_of = self.bounds, self.samples
+        bounds, samples_of = self.bound_tokens, self.samples
         outputs: dict[str, list[int]] = {}
         learn_prompts = self._sampled()
         prompts: list[tuple[str, tuple[int, ...]]] = []
@@ -239,16 +241,15 @@ class WorkflowModel:
             self.composition.observe_session(prompts)
         q, c = self.config.bound_quantile, self.config.bound_confidence
         for agent, batch in outputs.items():
-            bound = bounds.get(agent)
-            if bound is not None and bound.bound_tokens is not None:
-                limit = bound.bound_tokens
+            limit = bounds.get(agent)
+            if limit is not None:
                 bound_trials += len(batch)
                 covered += sum(1 for output in batch if output <= limit)
             samples = samples_of.get(agent)
             if samples is None:
                 samples = samples_of[agent] = OutputSamples(self.config.max_samples_per_agent)
             samples.extend(batch)
-            bounds[agent] = samples.summary(q, c)
+            bounds[agent] = samples.bound(q, c)
         return covered, bound_trials
 
     def _sampled(self) -> bool:
@@ -284,6 +285,7 @@ class WorkflowModel:
                     continue
                 samples = self.delays_ms[key] = OutputSamples(_DELAY_SAMPLES)
             samples.extend(batch)
+            self.median_delay_s[key] = samples.quantile_value(0.5) / 1000.0
         width_sum, width_steps = self.width_sum, self.width_steps
         for agent, (width, count) in widths.items():
             width_sum[agent] = total = width_sum.get(agent, 0.0) + width
@@ -319,12 +321,12 @@ class WorkflowModel:
         subject = current if agent is not None else top
         if subject == END:
             subject = None
-        bound = self.bounds.get(subject) if subject else None
+        bound = self.bound_tokens.get(subject) if subject else None
         arrival = None
         if agent is None and live is not None and live.last_end_s is not None and top and top != END and current:
-            delays = self.delays_ms.get((current, top))
-            if delays is not None:
-                arrival = live.last_end_s + delays.quantile_value(0.5) / 1000.0
+            delay = self.median_delay_s.get((current, top))
+            if delay is not None:
+                arrival = live.last_end_s + delay
         fanout = mass = 0.0
         for name, p in next_agents:
             if name != END:
@@ -338,7 +340,7 @@ class WorkflowModel:
             next_agents=next_agents,
             expected_remaining_steps=steps_left,
             expected_remaining_work_tokens=work_left,
-            output_bound_tokens=bound.bound_tokens if bound is not None else None,
+            output_bound_tokens=bound,
             next_arrival_s=arrival,
             expected_fanout=fanout / mass if mass > 0.0 else 1.0,
             prefix=self._prefix(live, subject),
@@ -364,7 +366,7 @@ class WorkflowModel:
             model_scores={s.name: round(self.automaton.accuracy(s.name), 4) for s in self.automaton.specs},
             regex=self.regex.render(c.prune_min_probability),
             edges=self.automaton.edges(c.prune_min_probability),
-            agents=dict(sorted(self.bounds.items())),
+            agents={agent: self.samples[agent].summary(c.bound_quantile, c.bound_confidence) for agent in sorted(self.samples)},
             delays_s={
                 f"{a} -> {b}": (s.quantile_value(0.5) / 1000.0, s.quantile_value(0.9) / 1000.0)
                 for (a, b), s in sorted(self.delays_ms.items())

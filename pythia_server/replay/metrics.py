@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pythia_server.engine.step_time import StepTimeModel
 from pythia_server.engine.types import EngineConfig
 from pythia_server.replay.runner import ReplayResult
+from pythia_server.replay.scaling import replica_seconds
 from pythia_server.replay.workload import WorkloadRequest, session_key
 
 __all__ = ["RunMetrics", "call_solo_s", "ideal_jct_s", "percentile", "summarize"]
@@ -177,12 +178,13 @@ class RunMetrics:
     preemptions: int  # retractions + priority preemptions
     retractions: int
     priority_preemptions: int
-    replica_s: float  # replicas x run length (a fixed pool is paid for all along)
+    replica_s: float  # each replica's launch to removal inside the run (a fixed pool: replicas x run length)
     busy_replica_s: float  # time replicas spent stepping
     makespan_s: float
     prefetches_sent: int
     prefetches_dropped: int
     rejected: int  # calls the engine refused (counted in JCT as instant failures)
+    peak_replicas: int = 0  # most replicas up at once (= replicas without a scaler)
 
     def as_dict(self) -> dict[str, object]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -223,11 +225,12 @@ def summarize(result: ReplayResult, ideal: dict[str, float]) -> RunMetrics:
         preemptions=result.retractions + result.preemptions,
         retractions=result.retractions,
         priority_preemptions=result.preemptions,
-        replica_s=result.replicas * span,
+        replica_s=replica_seconds(result.replica_spans, start, end) if result.replica_spans else result.replicas * span,
         busy_replica_s=sum(result.busy_s.values()),
         makespan_s=span,
         prefetches_sent=result.prefetches_sent,
         prefetches_dropped=result.prefetches_dropped,
         rejected=len(result.rejected),
+        peak_replicas=max(result.peak_replicas, result.replicas),
     )
 

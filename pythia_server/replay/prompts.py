@@ -19,26 +19,7 @@ _BLOCK_SEED = 0
 
 def peek_prefix_tokens(cache: RadixCache, ids: Sequence[int]) -> int:
     """Longest cached page-aligned prefix of ``ids``, without touching LRU state or splitting."""
-    page = cache.page_size
-    end = len(ids) // page * page
-    node, matched = cache.root, 0
-    while matched < end:
-        child = node.children.get(ids[matched] if page == 1 else cache._child_key(ids, matched))
-        if child is None:
-            break
-        key = child.key
-        n = len(key)
-        if matched + n <= end and ids[matched : matched + n] == key:
-            matched += n
-            node = child
-            continue
-        common = 0
-        limit = min(n, end - matched)
-        while common < limit and key[common] == ids[matched + common]:
-            common += 1
-        matched += common // page * page
-        break
-    return matched
+    return cache.peek_prefix_len(ids)
 
 
 def prompt_ids(request: WorkloadRequest) -> list[int]:

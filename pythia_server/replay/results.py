@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pythia_server.engine.types import EngineConfig
+from pythia_server.replay.scaling import ReplicaSpan, ScaleRecord
 
 __all__ = ["ReplayConfig", "ReplayResult", "RequestResult", "SessionResult"]
 
@@ -19,6 +20,10 @@ class ReplayConfig:
     concurrency: int | None = None  # closed loop of C sessions; None = ready times from the file
     max_decode_steps: int = 4096
     prefetch: bool = True  # realise cache-hint prefetches as prefill-only requests
+    #: re-ask the priority policy for waiting calls this often (virtual s; ageing and
+    #: anti-starvation); None = ask once at submission, as a gateway in front of SGLang can
+    reprioritize_every_s: float | None = 1.0
+    cold_start_s: float = 30.0  # a replica the bundle's scaler adds serves this long after launch
 
     def __post_init__(self) -> None:
         if self.replicas <= 0:
@@ -27,6 +32,10 @@ class ReplayConfig:
             raise ValueError("block_size must be positive")
         if self.concurrency is not None and self.concurrency <= 0:
             raise ValueError("concurrency must be positive")
+        if self.reprioritize_every_s is not None and self.reprioritize_every_s <= 0:
+            raise ValueError("reprioritize_every_s must be positive (or None)")
+        if self.cold_start_s < 0:
+            raise ValueError("cold_start_s must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +83,7 @@ class SessionResult:
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
     policy: str
-    replicas: int
+    replicas: int  # at the start (a scaler may change the count: see replica_spans)
     requests: tuple[RequestResult, ...]
     sessions: tuple[SessionResult, ...]
     end_s: float  # virtual time when the last event ran
@@ -86,3 +95,7 @@ class ReplayResult:
     prefetches_resident: int = 0  # already cached: nothing sent
     rejected: tuple[str, ...] = ()  # "request id: reason" of calls the engine refused (SGLang's 400)
     events: int = 0
+    replica_spans: tuple[ReplicaSpan, ...] = ()  # every replica's launch, serving and removal times
+    peak_replicas: int = 0  # most replicas up at once (serving, starting or draining)
+    scale_log: tuple[ScaleRecord, ...] = ()  # the scaler's ticks as acted on (empty: fixed pool)
+    reprioritized: int = 0  # waiting calls whose priority the driver changed after submission

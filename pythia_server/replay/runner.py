@@ -16,10 +16,15 @@ the way the live gateway does (``gateway/proxy.py`` and ``gateway/pool.py``):
   (what the gateway reads from ``/v1/loads``; here exact, there up to one probe old),
   and ``cached_prefix_tokens``: what a KV-event index (``sglang_backend/kv_index.py``)
   would say is cached there, read from the radix tree without touching it;
-- the priority policy is asked once at submission (SGLang fixes priority there); cache
+- the priority policy is asked at submission and, unlike a gateway in front of SGLang
+  (which fixes priority there), again for each waiting call every
+  ``ReplayConfig.reprioritize_every_s`` virtual seconds, so ageing and anti-starvation
+  promote queued calls (``VirtualCluster.set_priority``); cache
   hints are told ``on_start`` / ``on_finish`` / ``on_session_end`` and steer eviction
   through ``policy.baselines.node_sort_key``; a ``PrefetchAction`` becomes a prefill-only
-  request (``max_new_tokens`` 0) at its ``at_s``, dropped when the replica lacks room.
+  request (``max_new_tokens`` 0) at its ``at_s``, dropped when the replica lacks room;
+- a bundle's ``scaler`` is ticked as ``replay/scaling.py`` describes: cold start, drain,
+  replica-seconds from launch to removal.
 
 Prompts are Dynamo's synthesis (``workload.prompt_token_ids``); outputs are generated
 with ``ignore_eos`` so each call produces exactly its recorded ``output_length``. The
@@ -48,10 +53,13 @@ from pythia_server.policy.types import (
     PolicyBundle,
     PrefetchAction,
     ReplicaView,
+    Scaler,
+    ScaleTick,
 )
 from pythia_server.replay.arrivals import ClosedLoop
 from pythia_server.replay.dependencies import DependencyTracker, ReadyCall
 from pythia_server.replay.prompts import BlockHasher, peek_prefix_tokens, prompt_ids
+from pythia_server.replay.scaling import MIN_TICK_S, ReplicaFleet, ScaleRecord
 from pythia_server.replay.results import (
     ReplayConfig,
     ReplayResult,
@@ -98,14 +106,24 @@ class _Live:
     info: CallInfo
     replica_id: str
     reason: str
-    priority: int | None
+    priority: int | None  # at submission
     reserved_tokens: int
+    current_priority: int | None = None  # after re-prioritisation
 
 
 @dataclass(slots=True)
 class _Outstanding:
     running_requests: int = 0
     outstanding_tokens: int = 0
+
+
+@dataclass(slots=True)
+class _Retired:
+    """Counters of replicas the scaler removed (their engines are gone)."""
+
+    busy_s: dict[str, float]
+    retractions: int = 0
+    preemptions: int = 0
 
 
 class ReplayRunner:
@@ -122,7 +140,8 @@ class ReplayRunner:
         self.bundle = bundle
         self.config = config or ReplayConfig()
         self.step_time = step_time or StepTimeModel.load()
-        self.replica_ids = [f"r{i}" for i in range(self.config.replicas)]
+        self.fleet = ReplicaFleet(self.config.cold_start_s)
+        self.replica_ids = [self.fleet.add_serving(0.0) for _ in range(self.config.replicas)]  # the initial pool
         hints = bundle.cache_hints
         eviction_key = None
         if hints is not None:
@@ -161,6 +180,12 @@ class ReplayRunner:
         self._ran = False
         self._cache_view = bundle.router.name in ROUTERS_READING_CACHE
         self._view_cache: dict[str, ReplicaView] = {}
+        self._session_replica: dict[str, tuple[str, str]] = {}  # live session key -> (session id, last replica)
+        self._retired = _Retired({})
+        self._periodic = 0  # driver ticks pending in the event heap
+        self._scale_log: list[ScaleRecord] = []
+        self.peak_replicas = len(self.replica_ids)
+        self.reprioritized = 0
 
     # ------------------------------------------------------------------ run
     def run(self) -> ReplayResult:
@@ -174,11 +199,17 @@ class ReplayRunner:
             self._loop = ClosedLoop(self._tracker.session_order(), self.config.concurrency)
             for key in self._loop.start():
                 self._start_session(key, 0.0)
+        if self.bundle.scaler is not None:
+            self._periodically(0.0, self._scale_tick)
+        every_s = self.config.reprioritize_every_s
+        if every_s is not None and self.bundle.priority is not None and self.bundle.engine.enable_priority_scheduling:
+            self._periodically(every_s, self._reprioritize)
         end_s = self.cluster.run()
         if not self._tracker.done:
             missing = len(self.requests) - len(self._results)
             raise RuntimeError(f"replay stalled with {missing} calls unfinished (an engine could not admit them)")
-        loads = [self.cluster.load(r) for r in self.replica_ids]
+        loads = [self.cluster.load(r) for r in self.cluster.replica_ids]
+        retired = self._retired
         sessions = tuple(
             SessionResult(key, self._session_workflow.get(key), start, self._session_end[key], self._session_calls[key])
             for key, start in self._session_start.items()
@@ -189,14 +220,18 @@ class ReplayRunner:
             requests=tuple(self._results),
             sessions=sessions,
             end_s=end_s,
-            busy_s={r: self.cluster.busy_seconds(r) for r in self.replica_ids},
-            retractions=sum(load.retractions_total for load in loads),
-            preemptions=sum(load.preemptions_total for load in loads),
+            busy_s={**retired.busy_s, **{r: self.cluster.busy_seconds(r) for r in self.cluster.replica_ids}},
+            retractions=sum(load.retractions_total for load in loads) + retired.retractions,
+            preemptions=sum(load.preemptions_total for load in loads) + retired.preemptions,
             prefetches_sent=self.prefetches_sent,
             prefetches_dropped=self.prefetches_dropped,
             prefetches_resident=self.prefetches_resident,
             rejected=tuple(self.rejected),
             events=self.cluster.events_processed,
+            replica_spans=self.fleet.spans(),
+            peak_replicas=self.peak_replicas,
+            scale_log=tuple(self._scale_log),
+            reprioritized=self.reprioritized,
         )
 
     def _start_session(self, key: str, start_s: float) -> None:
@@ -212,14 +247,14 @@ class ReplayRunner:
         self._view_cache.pop(replica_id, None)  # its load changed: read it again when next asked
 
     def _views(self, ids: list[int]) -> list[ReplicaView]:
-        """What ``Replica.view()`` gives the gateway's router, one per replica.
+        """What ``Replica.view()`` gives the gateway's router, one per serving replica.
 
         A view is rebuilt only when its replica stepped or took or finished a call since the
         last one was built (or, for routers reading the cache view, every time).
         """
         views = []
         cache = self._view_cache
-        for rid in self.replica_ids:
+        for rid in self.fleet.serving:
             view = cache.get(rid)
             if view is None or self._cache_view:
                 engine = self.cluster.engine(rid)
@@ -230,7 +265,7 @@ class ReplayRunner:
                 view = cache[rid] = ReplicaView(
                     replica_id=rid,
                     running_requests=mine.running_requests,
-                    queued_requests=len(engine._waiting),
+                    queued_requests=engine.num_waiting,
                     outstanding_tokens=mine.outstanding_tokens,
                     free_kv_tokens=max(free, 0),
                     total_kv_tokens=engine.config.max_total_num_tokens,
@@ -268,7 +303,9 @@ class ReplayRunner:
         mine = self._outstanding[replica_id]
         mine.running_requests += 1
         mine.outstanding_tokens += reserved
-        self._live[request.request_id] = _Live(request, info, replica_id, decision.reason, priority, reserved)
+        self._live[request.request_id] = _Live(request, info, replica_id, decision.reason, priority, reserved,
+                                               priority)
+        self._session_replica[key] = (request.session_id or key, replica_id)
         generate = GenerateRequest(
             rid=request.request_id,
             input_ids=ids,
@@ -293,6 +330,8 @@ class ReplayRunner:
         mine.running_requests -= 1
         mine.outstanding_tokens -= live.reserved_tokens
         self._view_cache.pop(replica_id, None)
+        if replica_id in self.fleet.draining and mine.running_requests == 0:
+            self.cluster.call_at(now_s, lambda: self._remove_if_drained(replica_id))  # after this step ends
         bundle = self.bundle
         bundle.router.on_finish(info, replica_id, now_s)
         if bundle.priority is not None or bundle.cache_hints is not None:
@@ -309,6 +348,7 @@ class ReplayRunner:
         for ready in self._tracker.complete(request.request_id, now_s * 1000.0):
             self._schedule(ready)
         if self._tracker.session_finished(key):
+            self._session_replica.pop(key, None)
             if bundle.cache_hints is not None and request.session_id is not None:
                 bundle.cache_hints.on_session_end(request.session_id, now_s)
             if self._loop is not None:
@@ -359,7 +399,7 @@ class ReplayRunner:
             if token is None:
                 break  # a block the driver never saw: warm what it can rebuild
             ids.extend([token] * size)
-        engine = self.cluster.engine(action.replica_id) if action.replica_id in self._outstanding else None
+        engine = self.cluster.engine(action.replica_id) if self.fleet.is_serving(action.replica_id) else None
         if engine is None or len(ids) < 2:
             self.prefetches_dropped += 1
             return False
@@ -376,3 +416,92 @@ class ReplayRunner:
         self._view_cache.pop(action.replica_id, None)
         self.cluster.submit(action.replica_id, request, lambda _done: None)
         return True
+
+    # ------------------------------------------------------------------ driver ticks
+    def _periodically(self, at_s: float, tick: object) -> None:
+        """Run ``tick`` at ``at_s``; it reschedules itself while anything but ticks is pending."""
+        self._periodic += 1
+
+        def run() -> None:
+            self._periodic -= 1
+            tick()  # type: ignore[operator]
+
+        self.cluster.call_at(at_s, run)
+
+    def _only_ticks_left(self) -> bool:
+        return self.cluster.pending_events <= self._periodic
+
+    def _reprioritize(self) -> None:
+        """Re-ask the priority policy for every waiting workload call (ageing, anti-starvation)."""
+        policy = self.bundle.priority
+        assert policy is not None and self.config.reprioritize_every_s is not None
+        now_s = self.cluster.now_s
+        for replica_id in (*self.fleet.serving, *self.fleet.draining):
+            engine = self.cluster.engine(replica_id)
+            if not engine.num_waiting:
+                continue
+            for call_id in engine.waiting_rids():
+                live = self._live.get(call_id)
+                if live is None:
+                    continue  # a prefetch
+                value = policy.priority(live.info, now_s)
+                if value != live.current_priority and self.cluster.set_priority(replica_id, call_id, value):
+                    live.current_priority = value
+                    self.reprioritized += 1
+        if not self._only_ticks_left():
+            self._periodically(now_s + self.config.reprioritize_every_s, self._reprioritize)
+
+    def _scale_tick(self) -> None:
+        """Show the scaler the serving replicas and live sessions; act on its decision."""
+        scaler: Scaler = self.bundle.scaler  # type: ignore[assignment]
+        fleet, now_s = self.fleet, self.cluster.now_s
+        tick = ScaleTick(
+            now_s=now_s,
+            replicas=tuple(self._views([])),
+            starting_replicas=len(fleet.starting),
+            session_replicas=tuple(self._session_replica.values()),
+        )
+        decision = scaler.decide(tick)
+        drained = [r for r in decision.drain if fleet.drain(r)]
+        for replica_id in drained:
+            self._view_cache.pop(replica_id, None)
+            self.cluster.call_at(now_s, lambda r=replica_id: self._remove_if_drained(r))
+        want = max(decision.target_replicas, 1)
+        current = len(fleet.serving) + len(fleet.starting)
+        while current < want and fleet.draining and fleet.draining[-1] not in drained:
+            fleet.revive()  # still up, cache warm: cheaper than a cold start
+            current += 1
+        while current < want:
+            replica_id, ready_s = fleet.launch(now_s)
+            self.cluster.call_at(ready_s, lambda r=replica_id: self._replica_ready(r))
+            current += 1
+        while current > want and fleet.cancel_newest_start(now_s) is not None:
+            current -= 1
+        self.peak_replicas = max(self.peak_replicas, fleet.up)
+        self._scale_log.append(ScaleRecord(now_s, decision.target_replicas, len(fleet.serving), len(fleet.starting),
+                                           len(fleet.draining), decision.reason))
+        if not self._only_ticks_left():
+            self._periodically(max(decision.next_tick_s, now_s + MIN_TICK_S), self._scale_tick)
+
+    def _replica_ready(self, replica_id: str) -> None:
+        """A launched replica's cold start is over: it takes calls from now on."""
+        if self.fleet.ready(replica_id, self.cluster.now_s):
+            self.cluster.add_replica(replica_id)
+            self._outstanding[replica_id] = _Outstanding()
+
+    def _remove_if_drained(self, replica_id: str) -> None:
+        """Remove a draining replica once it holds no call and no engine work."""
+        if replica_id not in self.fleet.draining or self._outstanding[replica_id].running_requests:
+            return
+        if not self.cluster.is_idle(replica_id):
+            self.cluster.call_at(self.cluster.now_s + MIN_TICK_S, lambda: self._remove_if_drained(replica_id))
+            return  # a prefetch still running: look again shortly
+        load = self.cluster.load(replica_id)
+        retired = self._retired
+        retired.busy_s[replica_id] = self.cluster.busy_seconds(replica_id)
+        retired.retractions += load.retractions_total
+        retired.preemptions += load.preemptions_total
+        self.cluster.remove_replica(replica_id)
+        del self._outstanding[replica_id]
+        self._view_cache.pop(replica_id, None)
+        self.fleet.remove(replica_id, self.cluster.now_s)

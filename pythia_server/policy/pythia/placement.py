@@ -35,22 +35,35 @@ __all__ = ["LookaheadRouter", "PrefixIndex"]
 
 
 class PrefixIndex:
-    """Which replicas were sent each block (chained hashes): an approximate cache map."""
+    """Which replicas were sent each block (chained hashes): an approximate cache map.
 
-    def __init__(self, block_size: int, max_blocks: int = 1 << 21) -> None:
+    Bounded like sgl-router's tree (2**24 tokens of blocks by default), least recently
+    sent blocks dropped first; replicas are bits of one int per block.
+    """
+
+    def __init__(self, block_size: int, max_blocks: int | None = None) -> None:
         self.block_size = block_size
-        self.max_blocks = max_blocks
-        self._blocks: OrderedDict[int, set[str]] = OrderedDict()
+        self.max_blocks = max_blocks if max_blocks is not None else max(2**24 // block_size, 1)
+        self._blocks: OrderedDict[int, int] = OrderedDict()  # block hash -> replica bits
+        self._bit: dict[str, int] = {}
+
+    def _bit_of(self, replica_id: str) -> int:
+        bit = self._bit.get(replica_id)
+        if bit is None:
+            bit = self._bit[replica_id] = 1 << len(self._bit)
+        return bit
 
     def matched_tokens(self, hashes: Sequence[int], replica_id: str) -> int:
         """Tokens of the longest prefix of ``hashes`` sent to ``replica_id`` (binary search:
         a chained hash names its whole prefix, so presence is monotone along the prompt)."""
+        bit = self._bit.get(replica_id)
+        if bit is None:
+            return 0
         blocks = self._blocks
         lo, hi = 0, len(hashes)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            owners = blocks.get(hashes[mid - 1])
-            if owners is not None and replica_id in owners:
+            if blocks.get(hashes[mid - 1], 0) & bit:
                 lo = mid
             else:
                 hi = mid - 1
@@ -59,15 +72,12 @@ class PrefixIndex:
     def insert(self, hashes: Sequence[int], replica_id: str) -> None:
         if not hashes:
             return
+        bit = self._bit_of(replica_id)
         start = self.matched_tokens(hashes, replica_id) // self.block_size
         blocks = self._blocks
         for block in hashes[start:]:
-            owners = blocks.get(block)
-            if owners is None:
-                blocks[block] = {replica_id}
-            else:
-                owners.add(replica_id)
-                blocks.move_to_end(block)
+            blocks[block] = blocks.get(block, 0) | bit
+            blocks.move_to_end(block)
         blocks.move_to_end(hashes[-1])
         while len(blocks) > self.max_blocks:
             blocks.popitem(last=False)

@@ -36,7 +36,7 @@ from pythia_server.replay.workload import WorkloadRequest
 from tests.pythia_server.gateway.servers import ServerThread
 from tests.pythia_server.replay.test_runner import _workload
 
-SPEEDUP = 1.0  # engine time = wall time: the live engine lags ~1 ms of Python per step, see docs/benchmarks.md
+SPEEDUP = 2.0
 MODEL = "sim-model"
 ENGINE = EngineConfig()  # the simulated server's default: 400k KV tokens, fcfs, lru
 #: (gateway router, offline bundle): the same policy object class on both paths
