@@ -321,7 +321,13 @@ class ContextModel:
             self.hits[name] += hits[index] * weight
             self.trials[name] += positions * weight
         self.sessions += 1
-        self.chosen = max(specs, key=lambda s: (self.accuracy(s.name), -specs.index(s)))
+        best, best_accuracy = specs[0], -1.0
+        for spec in specs:  # the most accurate; the earliest (simplest) of equals
+            trials = self.trials[spec.name]
+            accuracy = self.hits[spec.name] / trials if trials else 0.0
+            if accuracy > best_accuracy:
+                best, best_accuracy = spec, accuracy
+        self.chosen = best
         if self._weight > _RENORMALISE_ABOVE:
             self._renormalise()
         return scores

@@ -37,6 +37,7 @@ PYTHIA_VARIANTS: dict[str, dict[str, object]] = {
     "pythia-no-retention": {"retention": False},
     "pythia-no-priority": {"priority": False},
     "pythia-no-lookahead": {"lookahead": False},
+    "pythia-preempt": {"priority_preemption": True},
 }
 
 
@@ -97,7 +98,7 @@ def make_pythia_bundle(
         priority=priority,
         cache_hints=SpeculativeCacheManager(context),
         scaler=ContextScaler(context, PhaseAdaptiveAutoscaler(phase, reactive)) if autoscale else None,
-        engine=EngineSettings(enable_priority_scheduling=cfg.priority),
+        engine=EngineSettings(enable_priority_scheduling=cfg.priority, priority_preemption=cfg.priority_preemption),
         description=description,
     )
 

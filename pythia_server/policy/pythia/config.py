@@ -48,6 +48,7 @@ class PythiaConfig:
     priority_step: int = 4  # a request preempts only > 10 apart: a gap of 3 levels
     work_unit_tokens: float = 64.0  # remaining work of one unit; each level doubles it
     fanout_bonus_levels: float = 1.0  # per doubling of the downstream width
+    priority_preemption: bool = False  # True: a > 10 higher priority preempts (measured worse)
     ageing_s_per_point: float = 1.0  # a waiting call gains one priority point a second
     max_age_points: int = 40
 

@@ -10,9 +10,12 @@ proactive type::
               + fanout_bonus_levels * log2(expected width of the next step)   # unblocks more
     priority  = BASE + priority_step * level + age points
 
-Levels are ``priority_step`` (4) apart, so only a call with about 8x less remaining work
-(three levels) preempts: reordering the queue is cheap, preemption is not. (Continuous
-levels, a finer SRPT order, measured worse on the deep-research dev workload.) Age points:
+Levels are ``priority_step`` (4) apart. Bundles run with priority preemption off
+(``PythiaConfig.priority_preemption``, ``--disable-priority-preemption``): the values
+order the waiting queue only, because preempting (and recomputing) running calls measured
+worse on the dev workloads; with it on (``pythia-preempt``) only a call with about 8x less
+remaining work (three levels, more than 10 points) preempts. (Continuous levels, a finer
+order, measured worse on the deep-research dev workload too.) Age points:
 one per ``ageing_s_per_point`` seconds the call has waited (drivers that re-ask waiting
 calls, like the simulator, honour it) plus one per ten such periods its session has run
 (honoured even when asked once), capped at ``max_age_points``, so nothing starves.

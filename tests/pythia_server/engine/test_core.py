@@ -387,3 +387,33 @@ def test_without_session_radix_cache_session_ids_do_not_protect() -> None:
         now = drain(engine, now)[1][-1].end_s
     engine.submit(req("again", session_prompt), now)
     assert drain(engine, now)[0]["again"].cached_tokens == 0
+
+
+def test_set_priority_reorders_a_waiting_request_and_lets_it_preempt() -> None:
+    config = EngineConfig(max_running_requests=1, enable_priority_scheduling=True)
+    engine = Engine(config)
+    engine.submit(req("running", prompt(50, 1), max_new=200, priority=5), 0.0)
+    engine.step(0.0)
+    engine.submit(req("early", prompt(50, 2), max_new=5, priority=3), 0.0)
+    engine.submit(req("aged", prompt(50, 3), max_new=5, priority=0), 0.0)
+    assert engine.num_waiting == 2 and engine.waiting_rids() == ["early", "aged"]
+    assert not engine.set_priority("running", 100, 0.1)  # running: SGLang would not change it either
+    assert not engine.set_priority("nobody", 100, 0.1)
+    assert engine.set_priority("aged", 30, 0.1)  # now more urgent than the running one by > 10
+    done, steps = drain(engine, 0.1)
+    order = [f.rid for s in steps for f in s.finished]
+    assert order.index("aged") < order.index("early") < order.index("running")
+    assert engine.load().preemptions_total == 1 and done["running"].completion_tokens == 200
+    assert engine.num_waiting == 0
+
+
+def test_set_priority_none_is_the_least_urgent() -> None:
+    engine = Engine(EngineConfig(max_running_requests=1, enable_priority_scheduling=True))
+    engine.submit(req("busy", prompt(50, 1), max_new=3, priority=0), 0.0)
+    engine.step(0.0)
+    engine.submit(req("a", prompt(50, 2), max_new=3, priority=1), 0.0)
+    engine.submit(req("b", prompt(50, 3), max_new=3, priority=1), 0.0)
+    assert engine.set_priority("a", None, 0.0)
+    _, steps = drain(engine)
+    order = [f.rid for s in steps for f in s.finished]
+    assert order.index("b") < order.index("a")

@@ -134,3 +134,40 @@ def test_eviction_order_survives_heavy_churn() -> None:
         gone = before - set(map(id, cache._leaves))
         assert len(gone) == 1 and touched[gone.pop()] == oldest
     assert cache.total_size == (len(keys) - 500) * 3
+
+
+def test_peek_prefix_len_matches_without_splitting_or_touching() -> None:
+    for page in (1, 4):
+        cache = RadixCache(page_size=page)
+        cache.insert(list(range(12)))
+        cache.insert(list(range(8)) + [50, 51, 52, 53])
+        nodes_before = _node_count(cache.root)
+        access_before = {id(n): n.last_access for n in _nodes(cache.root)}
+        for key in (list(range(12)), list(range(6)) + [99] * 6, list(range(8)) + [50, 51, 52, 53, 7], [7, 8], []):
+            peeked = cache.peek_prefix_len(key)
+            assert _node_count(cache.root) == nodes_before  # no split
+            assert {id(n): n.last_access for n in _nodes(cache.root)} == access_before  # no LRU touch
+            assert peeked == RadixCache_copy_match(cache, key)
+
+
+def _nodes(node):  # type: ignore[no-untyped-def]
+    yield node
+    for child in node.children.values():
+        yield from _nodes(child)
+
+
+def _node_count(node) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for _ in _nodes(node))
+
+
+def RadixCache_copy_match(cache: RadixCache, key: list[int]) -> int:  # noqa: N802
+    """What match_prefix answers, on a rebuilt copy (match_prefix may split the original)."""
+    copy = RadixCache(page_size=cache.page_size)
+    stack = [(cache.root, [])]
+    while stack:
+        node, prefix = stack.pop()
+        path = prefix + list(node.key) if node is not cache.root else []
+        if not node.children and path:
+            copy.insert(path)
+        stack.extend((child, path) for child in node.children.values())
+    return copy.match_prefix(key).prefix_len

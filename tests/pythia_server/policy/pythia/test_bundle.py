@@ -36,6 +36,7 @@ def test_every_variant_is_registered_and_switches_its_mechanism_off() -> None:
         assert config.block_size == 32
         assert (bundle.priority is None) == (name == "pythia-no-priority")
         assert bundle.engine.enable_priority_scheduling == (bundle.priority is not None)
+        assert bundle.engine.priority_preemption == (name == "pythia-preempt")
         assert isinstance(bundle.priority, LookaheadPriority) or bundle.priority is None
         assert config.warm == (name != "pythia-no-warm")
         assert config.retention == (name != "pythia-no-retention")
