@@ -88,6 +88,7 @@ class LiveEngine:
         self._wall_origin = clock()
         self._engine_s = 0.0  # engine time at the end of the last step
         self._busy = False  # stepping back to back: the next step starts at _engine_s
+        self._woken_s: float | None = None  # engine time of the submission that woke an idle loop
         self._streams: dict[str, RequestStream] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -124,7 +125,10 @@ class LiveEngine:
 
     def submit(self, request: GenerateRequest) -> RequestStream:
         """Queue ``request``; raises EngineError when the engine refuses it."""
-        self.engine.submit(request, self.now_s)
+        now_s = self.now_s
+        self.engine.submit(request, now_s)
+        if not self._busy and self._woken_s is None:
+            self._woken_s = now_s  # SGLang's idle loop polls: it would start this step now
         stream = RequestStream(request.rid)
         self._streams[request.rid] = stream
         self._wake.set()
@@ -181,10 +185,14 @@ class LiveEngine:
             self._deliver(result)
 
     def _next_start_s(self) -> float:
-        """Back to back: the last step's end; idle, or too far behind: the wall clock."""
+        """Back to back: the last step's end; woken from idle: when the request came; else
+        (or too far behind) the wall clock. The loop's own wake-up latency is not engine time."""
         wall_s = self._wall_s()
+        woken_s, self._woken_s = self._woken_s, None
         if not self._busy:
-            return max(self._engine_s, wall_s)
+            if woken_s is None or (wall_s - woken_s) / self.speedup > self.max_lag_s:
+                return max(self._engine_s, wall_s)
+            return max(self._engine_s, woken_s)
         lag_s = (wall_s - self._engine_s) / self.speedup
         if lag_s > self.max_lag_s:
             self.resyncs += 1

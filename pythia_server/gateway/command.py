@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--db", default=None, help="SQLite store file (default pythia.db, or $PYTHIA_DB_PATH)")
-    parser.add_argument("--backend", choices=("sim",), default="sim",
-                        help="what to spawn when no --backend-url is given (default: sim)")
+    parser.add_argument("--backend", choices=("sim", "sglang"), default="sim",
+                        help="what to spawn when no --backend-url is given: simulated engines (default) or "
+                             "real SGLang replicas, one per GPU group (see docs/gpu.md)")
     parser.add_argument("--replicas", type=int, default=1, help="replicas to spawn (default 1)")
     parser.add_argument("--backend-url", nargs="+", metavar="URL", default=None,
                         help="attach to running SGLang-API servers instead of spawning replicas")
@@ -35,6 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--sim-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for each `pythia-server sim` (repeatable), "
                              "e.g. --sim-arg=--kv-tokens=65536")
+    sglang = parser.add_argument_group("SGLang backend (--backend sglang)")
+    sglang.add_argument("--model-path", default=None, help="model to serve (Hugging Face id or local path)")
+    sglang.add_argument("--tp", type=int, default=1, help="GPUs per replica (tensor parallel, default 1)")
+    sglang.add_argument("--sglang-python", default="python3", metavar="PYTHON",
+                        help="the Python of SGLang's own venv (default python3)")
+    sglang.add_argument("--sglang-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for each SGLang replica (repeatable), "
+                             "e.g. --sglang-arg=--mem-fraction-static=0.85")
+    parser.add_argument("--dry-run", action="store_true", help="print the replica launch commands and exit")
     parser.add_argument("--block-size", type=int, default=None, help="tokens per prefix block hash (default 64)")
     parser.add_argument("--router", default=None, help="routing policy (default round_robin)")
     parser.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
@@ -71,6 +81,13 @@ def replica_specs(args: argparse.Namespace, log_dir: str | None) -> list[Any]:
             raise CliError(str(exc)) from None
     if args.replicas < 1:
         raise CliError("--replicas must be at least 1")
+    if args.backend == "sglang":
+        from pythia_server.sglang_backend.flags import plan_from_args
+
+        try:
+            return list(plan_from_args(args, log_dir).specs)  # asks SGLang which flags it has
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     extra = list(args.sim_arg)
     if args.speedup is not None:
         if args.speedup <= 0:
@@ -108,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import tempfile
 
+    if args.dry_run:
+        return _dry_run(args)
     config = _config(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log_dir = args.log_dir
@@ -115,6 +134,22 @@ def run(args: argparse.Namespace) -> int:
         log_dir = tempfile.mkdtemp(prefix="pythia-replicas-")
     specs = replica_specs(args, log_dir)
     return asyncio.run(_serve(config, specs, log_dir))
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Print the exact replica commands (SGLang: with every policy flag) without starting anything."""
+    from pythia_server.cli import CliError
+    from pythia_server.sglang_backend.flags import describe_launch, shell_line
+
+    if args.backend == "sglang" and not args.backend_url:
+        try:
+            lines = describe_launch(args)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        lines = [f"# attach {s.url}" if s.attached else shell_line(s) for s in replica_specs(args, args.log_dir)]
+    print("\n".join(lines), flush=True)
+    return 0
 
 
 async def _serve(config: Any, specs: list[Any], log_dir: str | None) -> int:

@@ -1,4 +1,5 @@
-"""The engine-facing side of a workload call: its token ids, its block hashes, a read-only cache peek.
+"""The engine-facing side of a workload call: its token ids, its block hashes, a read-only
+cache peek, and cache-hint prefetches rebuilt from block hashes into prefill-only requests.
 
 Dynamo's synthesis (``workload.prompt_token_ids``) repeats each hash id over its block;
 everything here exploits that to stay proportional to blocks, not tokens, so 10,000-run
@@ -7,12 +8,15 @@ replays stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pythia_server.engine.radix_cache import RadixCache
+from pythia_server.engine.types import GenerateRequest
+from pythia_server.engine.virtual import VirtualCluster
+from pythia_server.policy.types import PrefetchAction
 from pythia_server.replay.workload import WorkloadRequest, prompt_token_ids
 
-__all__ = ["BlockHasher", "peek_prefix_tokens", "prompt_ids"]
+__all__ = ["BlockHasher", "Prefetcher", "peek_prefix_tokens", "prompt_ids"]
 
 _BLOCK_SEED = 0
 
@@ -74,3 +78,52 @@ class BlockHasher:
             for i, value in enumerate(out):
                 token[value] = ids[i // per]
         return tuple(out)
+
+
+class Prefetcher:
+    """A ``PrefetchAction`` realised at its ``at_s`` as a prefill-only request (``max_new_tokens``
+    0) on its replica, only if that replica still serves, has room, and lacks the prefix.
+
+    ``touched(replica_id)`` tells the runner the replica's view changed; ``report(action,
+    sent)`` (the policy's optional ``on_prefetch_result``) learns whether it went out.
+    """
+
+    def __init__(self, cluster: VirtualCluster, hasher: BlockHasher, is_serving: Callable[[str], bool],
+                 touched: Callable[[str], None], report: Callable[[PrefetchAction, bool], None] | None) -> None:
+        self.cluster, self.hasher = cluster, hasher
+        self._is_serving, self._touched, self._report = is_serving, touched, report
+        self.sent = self.dropped = self.resident = 0
+        self._seq = 0
+
+    def schedule(self, action: PrefetchAction) -> None:
+        self.cluster.call_at(action.at_s, lambda: self._run(action))
+
+    def _run(self, action: PrefetchAction) -> None:
+        sent = self._send(action)
+        if self._report is not None:
+            self._report(action, sent)
+
+    def _send(self, action: PrefetchAction) -> bool:
+        ids: list[int] = []
+        size = self.hasher.block_size
+        for block in action.block_hashes:
+            token = self.hasher.block_token.get(block)
+            if token is None:
+                break  # a block the driver never saw: warm what it can rebuild
+            ids.extend([token] * size)
+        engine = self.cluster.engine(action.replica_id) if self._is_serving(action.replica_id) else None
+        if engine is None or len(ids) < 2:
+            self.dropped += 1
+            return False
+        if peek_prefix_tokens(engine.cache, ids) >= len(ids) - size:
+            self.resident += 1
+            return False  # already resident: nothing to do
+        if engine.free_tokens + engine.cache.evictable_size < len(ids):
+            self.dropped += 1
+            return False
+        self._seq += 1
+        self.sent += 1
+        request = GenerateRequest(rid=f"prefetch-{self._seq}", input_ids=ids, max_new_tokens=0, owner=action.owner)
+        self._touched(action.replica_id)
+        self.cluster.submit(action.replica_id, request, lambda _done: None)
+        return True

@@ -51,21 +51,24 @@ from pythia_server.policy.types import (
     CallInfo,
     CallOutcome,
     PolicyBundle,
-    PrefetchAction,
     ReplicaView,
-    Scaler,
-    ScaleTick,
 )
 from pythia_server.replay.arrivals import ClosedLoop
 from pythia_server.replay.dependencies import DependencyTracker, ReadyCall
-from pythia_server.replay.prompts import BlockHasher, peek_prefix_tokens, prompt_ids
-from pythia_server.replay.scaling import MIN_TICK_S, ReplicaFleet, ScaleRecord
+from pythia_server.replay.prompts import (
+    BlockHasher,
+    Prefetcher,
+    peek_prefix_tokens,
+    prompt_ids,
+)
+from pythia_server.replay.reprioritize import Reprioritizer
 from pythia_server.replay.results import (
     ReplayConfig,
     ReplayResult,
     RequestResult,
     SessionResult,
 )
+from pythia_server.replay.scaling import PeriodicTicks, ReplicaFleet, ScaleDriver
 from pythia_server.replay.workload import WorkloadRequest, session_key
 
 __all__ = [
@@ -172,20 +175,22 @@ class ReplayRunner:
         self._session_workflow: dict[str, str | None] = {}
         self._tool_after = {d for r in self.requests if (r.tool_wait_ms or 0) > 0 for d in r.wait_for}
         self._loop: ClosedLoop | None = None
-        self._prefetch_seq = 0
-        self.prefetches_sent = 0
-        self.prefetches_dropped = 0
-        self.prefetches_resident = 0
+        self.prefetcher = Prefetcher(self.cluster, self._hasher, self.fleet.is_serving, self.forget_view,
+                                     getattr(hints, "on_prefetch_result", None))
         self.rejected: list[str] = []  # calls the engine refused (too long for the model or the KV pool)
         self._ran = False
         self._cache_view = bundle.router.name in ROUTERS_READING_CACHE
         self._view_cache: dict[str, ReplicaView] = {}
         self._session_replica: dict[str, tuple[str, str]] = {}  # live session key -> (session id, last replica)
         self._retired = _Retired({})
-        self._periodic = 0  # driver ticks pending in the event heap
-        self._scale_log: list[ScaleRecord] = []
-        self.peak_replicas = len(self.replica_ids)
-        self.reprioritized = 0
+        self._ticks = PeriodicTicks(self.cluster)
+        self.scaling = (ScaleDriver(bundle.scaler, self.fleet, self.cluster, self, self._ticks)  # type: ignore[arg-type]
+                        if bundle.scaler is not None else None)
+        every_s = self.config.reprioritize_every_s
+        self.reprioritizer = (Reprioritizer(bundle.priority, every_s, self.cluster, self._ticks, self._live,
+                                            lambda: (*self.fleet.serving, *self.fleet.draining))
+                              if every_s is not None and bundle.priority is not None
+                              and bundle.engine.enable_priority_scheduling else None)
 
     # ------------------------------------------------------------------ run
     def run(self) -> ReplayResult:
@@ -199,11 +204,10 @@ class ReplayRunner:
             self._loop = ClosedLoop(self._tracker.session_order(), self.config.concurrency)
             for key in self._loop.start():
                 self._start_session(key, 0.0)
-        if self.bundle.scaler is not None:
-            self._periodically(0.0, self._scale_tick)
-        every_s = self.config.reprioritize_every_s
-        if every_s is not None and self.bundle.priority is not None and self.bundle.engine.enable_priority_scheduling:
-            self._periodically(every_s, self._reprioritize)
+        if self.scaling is not None:
+            self.scaling.start()
+        if self.reprioritizer is not None:
+            self.reprioritizer.start()
         end_s = self.cluster.run()
         if not self._tracker.done:
             missing = len(self.requests) - len(self._results)
@@ -223,15 +227,15 @@ class ReplayRunner:
             busy_s={**retired.busy_s, **{r: self.cluster.busy_seconds(r) for r in self.cluster.replica_ids}},
             retractions=sum(load.retractions_total for load in loads) + retired.retractions,
             preemptions=sum(load.preemptions_total for load in loads) + retired.preemptions,
-            prefetches_sent=self.prefetches_sent,
-            prefetches_dropped=self.prefetches_dropped,
-            prefetches_resident=self.prefetches_resident,
+            prefetches_sent=self.prefetcher.sent,
+            prefetches_dropped=self.prefetcher.dropped,
+            prefetches_resident=self.prefetcher.resident,
             rejected=tuple(self.rejected),
             events=self.cluster.events_processed,
             replica_spans=self.fleet.spans(),
-            peak_replicas=self.peak_replicas,
-            scale_log=tuple(self._scale_log),
-            reprioritized=self.reprioritized,
+            peak_replicas=self.scaling.peak_replicas if self.scaling else len(self.replica_ids),
+            scale_log=tuple(self.scaling.log) if self.scaling else (),
+            reprioritized=self.reprioritizer.changed if self.reprioritizer else 0,
         )
 
     def _start_session(self, key: str, start_s: float) -> None:
@@ -330,8 +334,8 @@ class ReplayRunner:
         mine.running_requests -= 1
         mine.outstanding_tokens -= live.reserved_tokens
         self._view_cache.pop(replica_id, None)
-        if replica_id in self.fleet.draining and mine.running_requests == 0:
-            self.cluster.call_at(now_s, lambda: self._remove_if_drained(replica_id))  # after this step ends
+        if self.scaling is not None:
+            self.scaling.call_finished(replica_id)
         bundle = self.bundle
         bundle.router.on_finish(info, replica_id, now_s)
         if bundle.priority is not None or bundle.cache_hints is not None:
@@ -380,122 +384,24 @@ class ReplayRunner:
         if bundle.cache_hints is not None:
             for action in bundle.cache_hints.on_finish(outcome, now_s):
                 if self.config.prefetch:
-                    self.cluster.call_at(action.at_s, lambda a=action: self._prefetch(a))
+                    self.prefetcher.schedule(action)
 
-    # ------------------------------------------------------------------ cache actions
-    def _prefetch(self, action: PrefetchAction) -> None:
-        """Realise one prefetch and tell the policy whether it went out (if it asks)."""
-        sent = self._send_prefetch(action)
-        report = getattr(self.bundle.cache_hints, "on_prefetch_result", None)
-        if report is not None:
-            report(action, sent)
+    # ------------------------------------------------------------------ scaling
+    # ScaleHost: what the scale driver asks of the runner
+    def serving_views(self) -> list[ReplicaView]:
+        return self._views([])
 
-    def _send_prefetch(self, action: PrefetchAction) -> bool:
-        """A prefetch as a prefill-only request, only if the replica has room for it."""
-        ids: list[int] = []
-        size = self._hasher.block_size
-        for block in action.block_hashes:
-            token = self._hasher.block_token.get(block)
-            if token is None:
-                break  # a block the driver never saw: warm what it can rebuild
-            ids.extend([token] * size)
-        engine = self.cluster.engine(action.replica_id) if self.fleet.is_serving(action.replica_id) else None
-        if engine is None or len(ids) < 2:
-            self.prefetches_dropped += 1
-            return False
-        if peek_prefix_tokens(engine.cache, ids) >= len(ids) - size:
-            self.prefetches_resident += 1
-            return False  # already resident: nothing to do
-        if engine.free_tokens + engine.cache.evictable_size < len(ids):
-            self.prefetches_dropped += 1
-            return False
-        self._prefetch_seq += 1
-        self.prefetches_sent += 1
-        request = GenerateRequest(rid=f"prefetch-{self._prefetch_seq}", input_ids=ids, max_new_tokens=0,
-                                  owner=action.owner)
-        self._view_cache.pop(action.replica_id, None)
-        self.cluster.submit(action.replica_id, request, lambda _done: None)
-        return True
+    def session_replicas(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self._session_replica.values())
 
-    # ------------------------------------------------------------------ driver ticks
-    def _periodically(self, at_s: float, tick: object) -> None:
-        """Run ``tick`` at ``at_s``; it reschedules itself while anything but ticks is pending."""
-        self._periodic += 1
+    def calls_on(self, replica_id: str) -> int:
+        return self._outstanding[replica_id].running_requests
 
-        def run() -> None:
-            self._periodic -= 1
-            tick()  # type: ignore[operator]
+    def open_replica(self, replica_id: str) -> None:
+        self.cluster.add_replica(replica_id)
+        self._outstanding[replica_id] = _Outstanding()
 
-        self.cluster.call_at(at_s, run)
-
-    def _only_ticks_left(self) -> bool:
-        return self.cluster.pending_events <= self._periodic
-
-    def _reprioritize(self) -> None:
-        """Re-ask the priority policy for every waiting workload call (ageing, anti-starvation)."""
-        policy = self.bundle.priority
-        assert policy is not None and self.config.reprioritize_every_s is not None
-        now_s = self.cluster.now_s
-        for replica_id in (*self.fleet.serving, *self.fleet.draining):
-            engine = self.cluster.engine(replica_id)
-            if not engine.num_waiting:
-                continue
-            for call_id in engine.waiting_rids():
-                live = self._live.get(call_id)
-                if live is None:
-                    continue  # a prefetch
-                value = policy.priority(live.info, now_s)
-                if value != live.current_priority and self.cluster.set_priority(replica_id, call_id, value):
-                    live.current_priority = value
-                    self.reprioritized += 1
-        if not self._only_ticks_left():
-            self._periodically(now_s + self.config.reprioritize_every_s, self._reprioritize)
-
-    def _scale_tick(self) -> None:
-        """Show the scaler the serving replicas and live sessions; act on its decision."""
-        scaler: Scaler = self.bundle.scaler  # type: ignore[assignment]
-        fleet, now_s = self.fleet, self.cluster.now_s
-        tick = ScaleTick(
-            now_s=now_s,
-            replicas=tuple(self._views([])),
-            starting_replicas=len(fleet.starting),
-            session_replicas=tuple(self._session_replica.values()),
-        )
-        decision = scaler.decide(tick)
-        drained = [r for r in decision.drain if fleet.drain(r)]
-        for replica_id in drained:
-            self._view_cache.pop(replica_id, None)
-            self.cluster.call_at(now_s, lambda r=replica_id: self._remove_if_drained(r))
-        want = max(decision.target_replicas, 1)
-        current = len(fleet.serving) + len(fleet.starting)
-        while current < want and fleet.draining and fleet.draining[-1] not in drained:
-            fleet.revive()  # still up, cache warm: cheaper than a cold start
-            current += 1
-        while current < want:
-            replica_id, ready_s = fleet.launch(now_s)
-            self.cluster.call_at(ready_s, lambda r=replica_id: self._replica_ready(r))
-            current += 1
-        while current > want and fleet.cancel_newest_start(now_s) is not None:
-            current -= 1
-        self.peak_replicas = max(self.peak_replicas, fleet.up)
-        self._scale_log.append(ScaleRecord(now_s, decision.target_replicas, len(fleet.serving), len(fleet.starting),
-                                           len(fleet.draining), decision.reason))
-        if not self._only_ticks_left():
-            self._periodically(max(decision.next_tick_s, now_s + MIN_TICK_S), self._scale_tick)
-
-    def _replica_ready(self, replica_id: str) -> None:
-        """A launched replica's cold start is over: it takes calls from now on."""
-        if self.fleet.ready(replica_id, self.cluster.now_s):
-            self.cluster.add_replica(replica_id)
-            self._outstanding[replica_id] = _Outstanding()
-
-    def _remove_if_drained(self, replica_id: str) -> None:
-        """Remove a draining replica once it holds no call and no engine work."""
-        if replica_id not in self.fleet.draining or self._outstanding[replica_id].running_requests:
-            return
-        if not self.cluster.is_idle(replica_id):
-            self.cluster.call_at(self.cluster.now_s + MIN_TICK_S, lambda: self._remove_if_drained(replica_id))
-            return  # a prefetch still running: look again shortly
+    def close_replica(self, replica_id: str) -> None:
         load = self.cluster.load(replica_id)
         retired = self._retired
         retired.busy_s[replica_id] = self.cluster.busy_seconds(replica_id)
@@ -504,4 +410,6 @@ class ReplayRunner:
         self.cluster.remove_replica(replica_id)
         del self._outstanding[replica_id]
         self._view_cache.pop(replica_id, None)
-        self.fleet.remove(replica_id, self.cluster.now_s)
+
+    def forget_view(self, replica_id: str) -> None:
+        self._view_cache.pop(replica_id, None)

@@ -15,15 +15,24 @@ and where each live session's last call ran; it acts on the ``ScaleDecision``:
 - the next tick is at ``next_tick_s`` (at least ``MIN_TICK_S`` later).
 
 A replica costs from launch to removal (or to the end of the run), cold start included:
-``ReplicaSpan`` records it, ``replica_seconds`` clips it to a window. Pure bookkeeping:
-:class:`ReplicaFleet` holds no clock; the runner calls it with ``now_s``.
+``ReplicaSpan`` records it, ``replica_seconds`` clips it to a window. :class:`ReplicaFleet`
+is pure bookkeeping (no clock); :class:`ScaleDriver` acts on the virtual cluster and asks
+the runner (a :class:`ScaleHost`) for what only it knows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["MIN_TICK_S", "ReplicaFleet", "ReplicaSpan", "ScaleRecord", "replica_seconds"]
+from pythia_server.engine.virtual import VirtualCluster
+from pythia_server.policy.types import ReplicaView, Scaler, ScaleTick
+
+__all__ = [
+    "MIN_TICK_S", "PeriodicTicks", "ReplicaFleet", "ReplicaSpan", "ScaleDriver", "ScaleHost", "ScaleRecord",
+    "replica_seconds",
+]
 
 MIN_TICK_S = 0.1  # a scaler asking to be ticked again sooner is ticked this much later
 
@@ -151,3 +160,105 @@ class ReplicaFleet:
     @staticmethod
     def _order(replica_id: str) -> int:
         return int(replica_id[1:])
+
+
+class PeriodicTicks:
+    """Driver ticks on the cluster's heap that stop once nothing but ticks is pending."""
+
+    def __init__(self, cluster: VirtualCluster) -> None:
+        self.cluster = cluster
+        self._pending = 0
+
+    def at(self, at_s: float, tick: Callable[[], None]) -> None:
+        self._pending += 1
+
+        def run() -> None:
+            self._pending -= 1
+            tick()
+
+        self.cluster.call_at(at_s, run)
+
+    def again(self, at_s: float, tick: Callable[[], None]) -> None:
+        """Schedule the next tick unless the replay has nothing else left to do."""
+        if self.cluster.pending_events > self._pending:
+            self.at(at_s, tick)
+
+
+class ScaleHost(Protocol):
+    """What the scale driver needs from the replay runner."""
+
+    def serving_views(self) -> list[ReplicaView]: ...
+
+    def session_replicas(self) -> tuple[tuple[str, str], ...]: ...
+
+    def calls_on(self, replica_id: str) -> int: ...
+
+    def open_replica(self, replica_id: str) -> None:
+        """Add a replica whose cold start ended to the cluster and the routing view."""
+        ...
+
+    def close_replica(self, replica_id: str) -> None:
+        """Keep an empty drained replica's counters, then drop it from the cluster."""
+        ...
+
+    def forget_view(self, replica_id: str) -> None: ...
+
+
+class ScaleDriver:
+    """Ticks a ``Scaler`` and acts on its decisions (the module docstring says how)."""
+
+    def __init__(self, scaler: Scaler, fleet: ReplicaFleet, cluster: VirtualCluster, host: ScaleHost,
+                 ticks: PeriodicTicks) -> None:
+        self.scaler, self.fleet, self.cluster, self.host, self.ticks = scaler, fleet, cluster, host, ticks
+        self.log: list[ScaleRecord] = []
+        self.peak_replicas = fleet.up
+
+    def start(self) -> None:
+        self.ticks.at(0.0, self.tick)
+
+    def tick(self) -> None:
+        fleet, now_s = self.fleet, self.cluster.now_s
+        decision = self.scaler.decide(ScaleTick(
+            now_s=now_s,
+            replicas=tuple(self.host.serving_views()),
+            starting_replicas=len(fleet.starting),
+            session_replicas=self.host.session_replicas(),
+        ))
+        drained = [r for r in decision.drain if fleet.drain(r)]
+        for replica_id in drained:
+            self.host.forget_view(replica_id)
+            self.cluster.call_at(now_s, lambda r=replica_id: self.remove_if_drained(r))
+        want = max(decision.target_replicas, 1)
+        current = len(fleet.serving) + len(fleet.starting)
+        while current < want and fleet.draining and fleet.draining[-1] not in drained:
+            fleet.revive()  # still up, cache warm: cheaper than a cold start
+            current += 1
+        while current < want:
+            replica_id, ready_s = fleet.launch(now_s)
+            self.cluster.call_at(ready_s, lambda r=replica_id: self._ready(r))
+            current += 1
+        while current > want and fleet.cancel_newest_start(now_s) is not None:
+            current -= 1
+        self.peak_replicas = max(self.peak_replicas, fleet.up)
+        self.log.append(ScaleRecord(now_s, decision.target_replicas, len(fleet.serving), len(fleet.starting),
+                                    len(fleet.draining), decision.reason))
+        self.ticks.again(max(decision.next_tick_s, now_s + MIN_TICK_S), self.tick)
+
+    def call_finished(self, replica_id: str) -> None:
+        """A call ended on ``replica_id``: a draining replica may now be empty (checked after the step)."""
+        if replica_id in self.fleet.draining and not self.host.calls_on(replica_id):
+            self.cluster.call_at(self.cluster.now_s, lambda: self.remove_if_drained(replica_id))
+
+    def remove_if_drained(self, replica_id: str) -> None:
+        """Remove a draining replica once it holds no call and no engine work."""
+        if replica_id not in self.fleet.draining or self.host.calls_on(replica_id):
+            return
+        if not self.cluster.is_idle(replica_id):  # a prefetch still running: look again shortly
+            self.cluster.call_at(self.cluster.now_s + MIN_TICK_S, lambda: self.remove_if_drained(replica_id))
+            return
+        self.host.close_replica(replica_id)
+        self.fleet.remove(replica_id, self.cluster.now_s)
+
+    def _ready(self, replica_id: str) -> None:
+        if self.fleet.ready(replica_id, self.cluster.now_s):
+            self.host.open_replica(replica_id)

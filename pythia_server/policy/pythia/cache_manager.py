@@ -104,11 +104,13 @@ class SpeculativeCacheManager:
         p_end = sum(prob for name, prob in p.next_agents if name == END)
         p_agent = sum(prob for name, prob in p.next_agents if name == agent)
         wait_s = _UNKNOWN_ARRIVAL_S if p.next_arrival_s is None else max(p.next_arrival_s - now_s, 0.0)
-        # The next call of any agent usually extends the previous prompt (shared context):
-        # every live owner is reused with the session's continuation, the next agent soonest.
-        reuse = max(p_agent, 0.5 * (1.0 - p_end))
-        if p_agent < 0.5:
-            wait_s = 2.0 * wait_s + _UNKNOWN_ARRIVAL_S  # likely at a later step
+        # The next call of any agent usually extends the previous call's prompt (shared
+        # context): the last agent's prefix is reused whenever the session continues, the
+        # next agent's own history with its probability, anyone else's at a later step.
+        last = agent == state.last_agent
+        reuse = max(p_agent, (1.0 - p_end) if last else 0.5 * (1.0 - p_end))
+        if p_agent < 0.5 and not last:
+            wait_s = 2.0 * wait_s + _UNKNOWN_ARRIVAL_S
         tokens = state.agent_prompt_tokens.get(agent, 0)
         cost_s = max(tokens * self.config.prefill_s_per_token * (1.0 + tokens / _ATTENTION_TOKENS), 1e-3)
         score = (wait_s + 0.01) / max(reuse, 0.01) / cost_s

@@ -38,6 +38,7 @@ class SessionState:
     next: Prediction | None = None  # what follows the last finished step (proactive only)
     next_at_s: float = 0.0  # when ``next`` was made
     last_finish_s: float = 0.0
+    last_agent: str | None = None  # the agent of the last finished call
 
     def running(self, agent: str | None) -> bool:
         return any(a == agent for a, _ in self.in_flight.values())
@@ -107,6 +108,7 @@ class PythiaContext:
                 block_size=self.config.block_size,
             ))
         state.last_finish_s = now_s
+        state.last_agent = tags.agent or ""
         state.next = self.predict_next(tags.workflow, tags.session, now_s)
         state.next_at_s = now_s
         self._memo = None

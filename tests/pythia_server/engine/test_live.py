@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from pythia_server.engine.core import Engine
 from pythia_server.engine.live import LiveEngine
@@ -55,3 +58,66 @@ async def test_abort_ends_the_stream_and_frees_the_engine() -> None:
         assert not live.abort("long")
     finally:
         await live.stop()
+
+
+async def test_a_late_event_loop_delays_delivery_but_not_simulated_time() -> None:
+    """Back to back, each step starts at the previous one's end in engine time, so lateness of
+    the wall clock (here: a clock that runs 0.3 ms fast at every read) is not added to it."""
+    ids = tokenize("x " * 1500)
+    offline = Engine(EngineConfig())
+    offline.submit(GenerateRequest("a", ids, 40, ignore_eos=True), 0.0)
+    now_s, finish_s = 0.0, None
+    while (result := offline.step(now_s)) is not None:
+        now_s = result.end_s
+        finish_s = result.finished[0].finish_s if result.finished else finish_s
+    assert finish_s is not None
+
+    lateness = [0.0]
+
+    def late_clock() -> float:
+        lateness[0] += 0.0003
+        return time.monotonic() + lateness[0]
+
+    live = LiveEngine(Engine(EngineConfig()), speedup=50.0, clock=late_clock)
+    await live.start()
+    try:
+        finished = await live.submit(GenerateRequest("a", ids, 40, ignore_eos=True)).result()
+    finally:
+        await live.stop()
+    assert finished.completion_tokens == 40
+    assert finished.finish_s - finished.arrival_s == pytest.approx(finish_s, rel=1e-9)
+    assert live.resyncs == 0 and live.max_lag_seen_s > 0.0  # it did trail the clock, and caught nothing up wrongly
+
+
+async def test_an_engine_far_behind_the_clock_resyncs_to_it() -> None:
+    jump = [0.0]
+
+    def jumping_clock() -> float:
+        jump[0] += 0.5  # half a wall second per read: hopelessly behind
+        return time.monotonic() + jump[0]
+
+    live = LiveEngine(Engine(EngineConfig()), speedup=10.0, clock=jumping_clock, max_lag_s=1.0)
+    await live.start()
+    try:
+        finished = await live.submit(GenerateRequest("a", tokenize("y " * 200), 20, ignore_eos=True)).result()
+    finally:
+        await live.stop()
+    assert finished.completion_tokens == 20
+    assert live.resyncs > 0
+
+
+async def test_set_priority_reaches_a_queued_request() -> None:
+    engine = Engine(EngineConfig(max_running_requests=1, enable_priority_scheduling=True))
+    live = LiveEngine(engine, speedup=1000.0)
+    await live.start()
+    try:
+        first = live.submit(GenerateRequest("first", tokenize("a " * 100), 50, ignore_eos=True, priority=0))
+        low = live.submit(GenerateRequest("low", tokenize("b " * 100), 5, ignore_eos=True, priority=0))
+        high = live.submit(GenerateRequest("high", tokenize("c " * 100), 5, ignore_eos=True, priority=0))
+        assert live.set_priority("high", 5)
+        assert not live.set_priority("nobody", 5)
+        results = [await s.result() for s in (first, low, high)]
+    finally:
+        await live.stop()
+    by = {r.rid: r for r in results}
+    assert by["high"].finish_s < by["low"].finish_s

@@ -147,7 +147,7 @@ def test_peek_prefix_len_matches_without_splitting_or_touching() -> None:
             peeked = cache.peek_prefix_len(key)
             assert _node_count(cache.root) == nodes_before  # no split
             assert {id(n): n.last_access for n in _nodes(cache.root)} == access_before  # no LRU touch
-            assert peeked == RadixCache_copy_match(cache, key)
+            assert peeked == _match_on_copy(cache, key)
 
 
 def _nodes(node):  # type: ignore[no-untyped-def]
@@ -160,7 +160,7 @@ def _node_count(node) -> int:  # type: ignore[no-untyped-def]
     return sum(1 for _ in _nodes(node))
 
 
-def RadixCache_copy_match(cache: RadixCache, key: list[int]) -> int:  # noqa: N802
+def _match_on_copy(cache: RadixCache, key: list[int]) -> int:
     """What match_prefix answers, on a rebuilt copy (match_prefix may split the original)."""
     copy = RadixCache(page_size=cache.page_size)
     stack = [(cache.root, [])]

@@ -160,3 +160,25 @@ def test_invariants_across_random_configurations(seed: int) -> None:
         engine = cluster.engine(rid)
         assert engine.debug_state()["private"] == 0 and not engine.has_work
         assert engine.cache.protected_size == 0
+
+
+def test_set_priority_cuts_a_decode_run_so_the_request_preempts_at_once() -> None:
+    config = EngineConfig(max_running_requests=1, enable_priority_scheduling=True)
+    cluster = VirtualCluster(["a"], config, max_decode_steps=4096)
+    done: dict[str, FinishedRequest] = {}
+
+    def keep(finished: FinishedRequest) -> None:
+        done[finished.rid] = finished
+
+    cluster.submit("a", GenerateRequest("long", list(range(100, 400)), 2000, ignore_eos=True, priority=5), keep)
+    cluster.submit("a", GenerateRequest("queued", list(range(500, 800)), 5, ignore_eos=True, priority=0),
+                   keep)
+    changed: list[bool] = []
+    cluster.call_at(1.0, lambda: changed.append(cluster.set_priority("a", "queued", 50)))
+    cluster.call_at(1.0, lambda: changed.append(cluster.set_priority("a", "long", 50)))  # running: refused
+    cluster.run()
+    assert changed == [True, False]
+    first = done["queued"].first_token_s
+    assert first is not None and 1.0 < first < 1.1  # not at the end of the long request's run
+    assert done["long"].completion_tokens == 2000 and done["long"].retractions == 1
+    assert cluster.load("a").preemptions_total == 1

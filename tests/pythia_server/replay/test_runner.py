@@ -7,7 +7,13 @@ from dataclasses import replace
 import pytest
 
 from pythia_server.engine.types import EngineConfig
-from pythia_server.policy import POLICY_NAMES, make_policy
+from pythia_server.policy import (
+    POLICY_NAMES,
+    EngineSettings,
+    PolicyBundle,
+    RoundRobinRouter,
+    make_policy,
+)
 from pythia_server.replay.bench import workflow_graphs
 from pythia_server.replay.generators.deep_research import generate_deep_research
 from pythia_server.replay.runner import ReplayConfig, ReplayRunner, peek_prefix_tokens
@@ -227,3 +233,41 @@ def test_a_policy_that_asks_is_told_what_became_of_each_prefetch() -> None:
     assert result.prefetches_sent > 0
     assert told.count(True) == result.prefetches_sent
     assert told.count(False) == result.prefetches_dropped + result.prefetches_resident
+
+
+class _AgeingPriority:
+    """Hogs outrank the victim at submission; every second waited is worth 20 points."""
+
+    name = "ageing"
+
+    def priority(self, call, now_s: float) -> int:  # type: ignore[no-untyped-def]
+        base = 0 if call.tags.agent == "victim" else 50
+        return base + int(20 * max(now_s - call.arrival_s, 0.0))
+
+    def on_finish(self, outcome, now_s: float) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
+def _starvation(reprioritize_every_s: float | None):  # type: ignore[no-untyped-def]
+    requests = [_call("victim", "v", "victim", (1, 2), 100, ts=100.0)]
+    requests += [_call(f"hog{i}", f"h{i}", "hog", (10 + 2 * i, 11 + 2 * i), 100, ts=300.0 * i) for i in range(30)]
+    bundle = PolicyBundle("ageing", RoundRobinRouter(), priority=_AgeingPriority(),
+                          engine=EngineSettings(enable_priority_scheduling=True, priority_preemption=False))
+    config = ReplayConfig(replicas=1, engine=EngineConfig(max_running_requests=1),
+                          reprioritize_every_s=reprioritize_every_s)
+    result = ReplayRunner(requests, bundle, config).run()
+    assert len(result.requests) == 31
+    return result
+
+
+def test_waiting_calls_are_re_prioritised_so_ageing_ends_starvation() -> None:
+    starved = _starvation(None)
+    aged = _starvation(0.5)
+    victim = {r.request_id: r for r in starved.requests}["victim"]
+    assert victim.finish_s == max(r.finish_s for r in starved.requests)  # asked once: served last
+    assert starved.reprioritized == 0
+    victim_aged = {r.request_id: r for r in aged.requests}["victim"]
+    assert victim_aged.finish_s < victim.finish_s / 2
+    assert aged.reprioritized > 0
+    assert victim_aged.priority == 0  # the record keeps the priority sent at submission
+    assert sum(r.output_tokens for r in aged.requests) == 31 * 100

@@ -157,3 +157,18 @@ def test_warm_outcomes_are_counted_hits_and_wasted() -> None:
     _finish_one(manager)
     manager.on_start(call("s-2", agent="searcher"), "r1", 30.0)
     assert manager.counters.wasted == 1 and manager.counters.hits == 0
+
+
+def test_the_last_agents_prefix_is_kept_over_an_agent_due_later() -> None:
+    # The session continues (p 0.9) with a searcher; the planner just ran, so its prompt is
+    # the shared context the searcher's call extends; the writer runs at some later step.
+    nxt = prediction(next_agents=(("searcher", 0.9), (END, 0.1)), arrival_s=12.0)
+    manager, _ = _manager(next_prediction=nxt)
+    for agent, now_s in (("writer", 5.0), ("planner", 10.0)):
+        info = call(f"{agent}-1", agent=agent, prompt=6400, arrival_s=now_s - 1.0)
+        manager.on_start(info, "r0", now_s - 1.0)
+        manager.on_finish(outcome(info, finished_s=now_s), now_s)
+    planner = manager.retention(owner(agent="planner"), 10.5)
+    writer = manager.retention(owner(agent="writer"), 10.5)
+    assert planner is not None and writer is not None
+    assert planner.steps_to_execution < writer.steps_to_execution  # type: ignore[operator]
