@@ -30,7 +30,10 @@ class GatewayConfig:
     db_path: str = "pythia.db"
     #: Tokens per prefix block hashed for each call (SGLang's page / KV-event block size).
     block_size: int = 64
-    router: str = "round_robin"
+    #: The policy bundle the gateway drives (``make_policy``: sglang, kvflow, continuum, pythia, ...).
+    policy: str = "sglang"
+    #: Overrides the bundle's router by name (``make_router``); empty: the bundle's own.
+    router: str = ""
     #: Request bodies above this are refused with 413, checked while reading.
     max_body_bytes: int = 32 * 1024 * 1024
     #: Calls in flight above this are refused with 429.

@@ -1,7 +1,7 @@
 """The gateway's ASGI app: OpenAI routes, SGLang's /generate, health, metrics, JSON API.
 
-:class:`Gateway` owns the pieces (HTTP session, replica pool, router, proxy, store,
-metrics) and their lifecycle; :func:`build_app` wraps it in a Starlette app whose
+:class:`Gateway` owns the pieces (HTTP session, replica pool, the policy bundle and its
+driver, proxy, store, metrics, the KV-event prefix index) and their lifecycle; :func:`build_app` wraps it in a Starlette app whose
 lifespan starts and stops it. Routes:
 
 - ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /generate``: proxied
@@ -34,42 +34,65 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from pythia_server.config import GatewayConfig
-from pythia_server.errors import InvalidRequestError, NotFoundError, PythiaError, error_body
+from pythia_server.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PythiaError,
+    error_body,
+)
+from pythia_server.gateway.driver import PolicyDriver
 from pythia_server.gateway.learning import ProfilerFeed
 from pythia_server.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.gateway.proxy import Proxy
-from pythia_server.gateway.workflows_api import frozen_profiler, workflow_detail, workflow_summary
-from pythia_server.policy.routing import make_router
+from pythia_server.gateway.workflows_api import (
+    frozen_profiler,
+    workflow_detail,
+    workflow_summary,
+)
+from pythia_server.policy.baselines.registry import make_policy
+from pythia_server.policy.types import PolicyBundle
 from pythia_server.reports.enrich import UNTAGGED, build_full_report
 from pythia_server.sglang_backend.client import make_session
+from pythia_server.sglang_backend.kv_index import KvEventHub
 from pythia_server.store.records import CallRecord
 from pythia_server.store.sqlite import Store
 
-__all__ = ["Gateway", "build_app"]
+__all__ = ["Gateway", "build_app", "make_gateway_bundle"]
 
 log = logging.getLogger(__name__)
 
 _API_LIMIT_MAX = 10_000
 
 
+def make_gateway_bundle(config: GatewayConfig, learning: ProfilerFeed | None) -> PolicyBundle:
+    """``config.policy`` as a fresh bundle; Pythia's shares the gateway's profiler (call ids dedupe)."""
+    return make_policy(config.policy, block_size=config.block_size, router=config.router or None,
+                       profiler=learning.profiler if learning is not None else None)
+
+
 class Gateway:
     """The live driver: everything one running gateway owns."""
 
-    def __init__(self, config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, config: GatewayConfig, backends: Sequence[tuple[str, str]],
+                 bundle: PolicyBundle | None = None) -> None:
         self.config = config
         self.backends = list(backends)
         self.metrics = GatewayMetrics(config.max_workflow_labels, config.max_agent_labels)
-        self.router = make_router(config.router)
         self.store: Store | None = None
         self.pool: ReplicaPool | None = None
         self.proxy: Proxy | None = None
+        #: Drives the bundle (router, priority, cache hints, warms, session close); made at start.
+        self.driver: PolicyDriver | None = None
         self._session: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._call_listeners: list[Callable[[CallRecord], None]] = []
         #: The workflow profiler and its feed (None when ``profiler_enabled`` is off).
         self.learning: ProfilerFeed | None = ProfilerFeed(config, self.metrics) if config.profiler_enabled else None
         if self.learning is not None:
             self.add_call_listener(self.learning.on_call)
+        self.bundle = bundle if bundle is not None else make_gateway_bundle(config, self.learning)
+        self.router = self.bundle.router
 
     def add_call_listener(self, listener: Callable[[CallRecord], None]) -> None:
         """Also hand every finished call record to ``listener`` (e.g. the profiler).
@@ -97,15 +120,36 @@ class Gateway:
                                      read_timeout_s=self.config.upstream_read_timeout_s)
         self.pool = ReplicaPool(self.backends, self._session, health_interval_s=self.config.health_interval_s,
                                 health_timeout_s=self.config.health_timeout_s)
+        self.driver = PolicyDriver(self.bundle, self.pool, self.config.block_size, KvEventHub())
+        self.pool.on_ready = self.driver.replica_ready
+        self.pool.on_down = self.driver.replica_down
         await self.pool.start()
-        self.proxy = Proxy(self.config, self.pool, self.router, self.record, self.metrics)
+        self.proxy = Proxy(self.config, self.pool, self.driver, self.record, self.metrics)
         if self.learning is not None:
             await self.learning.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(), name="pythia-idle-sessions")
+
+    async def _sweep_idle(self) -> None:
+        """End the policies' view of sessions idle for ``session_idle_timeout_s``."""
+        timeout_s = self.config.session_idle_timeout_s
+        while True:
+            await asyncio.sleep(min(max(timeout_s / 4, 0.05), 5.0))
+            if self.driver is not None:
+                try:
+                    self.driver.end_idle_sessions(self.driver.now_s(), timeout_s)
+                except Exception:  # a policy's bug must not stop the sweep
+                    log.exception("ending idle sessions failed")
 
     async def stop(self) -> None:
         """Finish pending aborts, stop probing, close connections, flush and close the store."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         if self.proxy is not None:
             await self.proxy.drain_background()
+        if self.driver is not None:
+            await self.driver.stop()
         if self.learning is not None:
             await self.learning.stop()
         if self.pool is not None:
@@ -124,6 +168,8 @@ class Gateway:
                 self.store.end_session(span.workflow, span.session, span.end_ns / 1e9)
                 if self.learning is not None:
                     self.learning.end_session(span.workflow, span.session, span.end_ns / 1e9)
+                if self.driver is not None and span.session:
+                    self.driver.end_session(span.session, self.driver.policy_time(span.end_ns / 1e9))
 
     async def read(self, fn: Any, *args: Any) -> Any:
         """Run a store query off the event loop, after everything queued so far is written."""
@@ -255,9 +301,10 @@ async def _api_calls(request: Request) -> Response:
 
 
 async def _api_replicas(request: Request) -> Response:
-    pool = _gateway(request).pool
-    assert pool is not None
-    return JSONResponse({"replicas": [r.describe() for r in pool.replicas()]})
+    gateway = _gateway(request)
+    assert gateway.pool is not None
+    policy = gateway.driver.describe() if gateway.driver is not None else None
+    return JSONResponse({"replicas": [r.describe() for r in gateway.pool.replicas()], "policy": policy})
 
 
 async def _pythia_error(request: Request, exc: Exception) -> Response:
@@ -302,9 +349,13 @@ def _page_routes(gateway: Gateway) -> list[Mount]:
         profiler=learning, history=learning.history if learning is not None else None))]
 
 
-def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]]) -> Starlette:
-    """The gateway over ``backends`` (replica id, base URL); started by the app's lifespan."""
-    gateway = Gateway(config, backends)
+def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]],
+              bundle: PolicyBundle | None = None) -> Starlette:
+    """The gateway over ``backends`` (replica id, base URL); started by the app's lifespan.
+
+    ``bundle``: the policies to drive (default: ``make_policy(config.policy)``).
+    """
+    gateway = Gateway(config, backends, bundle)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -5,6 +5,12 @@
 with backoff, graceful stop); ``--backend-url URL ...`` attaches to servers someone else
 runs. SIGINT / SIGTERM stop the gateway (the store is flushed by its lifespan) and then
 the replicas. One line with the URL is printed when the gateway is ready.
+
+``--policy NAME`` picks the bundle the gateway drives (``make_policy``); spawned simulated
+replicas get the launch flags it expects (``EngineSettings``: priority scheduling,
+schedule and eviction policy), ``--page-size`` equal to the gateway's block size and their
+own KV-event publisher (``--kv-events-config`` on free ports), so the gateway's prefix
+index follows them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["register", "replica_specs"]
+__all__ = ["register", "replica_specs", "sim_policy_args"]
 
 DEFAULT_PORT = 8000
 
@@ -46,7 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "e.g. --sglang-arg=--mem-fraction-static=0.85")
     parser.add_argument("--dry-run", action="store_true", help="print the replica launch commands and exit")
     parser.add_argument("--block-size", type=int, default=None, help="tokens per prefix block hash (default 64)")
-    parser.add_argument("--router", default=None, help="routing policy (default round_robin)")
+    parser.add_argument("--policy", default=None,
+                        help="policy bundle to drive: sglang (default: round robin, FCFS, LRU), sglang-router, "
+                             "autellix, kvflow, continuum, dynamo-kv, pythia, ... (see docs/policies.md)")
+    parser.add_argument("--router", default=None, help="override the policy's router by name (e.g. round_robin)")
     parser.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
                         help="end a session after this long without calls (default 600)")
     parser.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MiB (default 32)")
@@ -69,10 +78,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=run)
 
 
-def replica_specs(args: argparse.Namespace, log_dir: str | None) -> list[Any]:
-    """The replicas to run: attached URLs, or spawned simulated engines."""
+def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | None) -> list[str]:
+    """``pythia-server sim`` flags for a bundle's ``EngineSettings``, the block size and KV events.
+
+    The simulated engine has no flags for ``priority_preemption`` off or low values first;
+    those settings are not passed (the sim preempts as SGLang does by default).
+    """
+    import json
+
+    argv = ["--page-size", str(block_size), "--schedule-policy", engine.schedule_policy,
+            "--radix-eviction-policy", engine.radix_eviction_policy]
+    if engine.enable_priority_scheduling:
+        argv.append("--enable-priority-scheduling")
+    if kv_ports is not None:
+        config = {"publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{kv_ports[0]}",
+                  "replay_endpoint": f"tcp://127.0.0.1:{kv_ports[1]}", "topic": ""}
+        argv += ["--kv-events-config", json.dumps(config, separators=(",", ":"))]
+    return argv
+
+
+def replica_specs(args: argparse.Namespace, log_dir: str | None, config: Any = None) -> list[Any]:
+    """The replicas to run: attached URLs, or spawned simulated engines (with the policy's flags)."""
     from pythia_server.cli import CliError
-    from pythia_server.sglang_backend.launcher import attached_replica_specs, sim_replica_specs
+    from pythia_server.sglang_backend.launcher import (
+        attached_replica_specs,
+        sim_replica_specs,
+    )
 
     if args.backend_url:
         try:
@@ -93,17 +124,33 @@ def replica_specs(args: argparse.Namespace, log_dir: str | None) -> list[Any]:
         if args.speedup <= 0:
             raise CliError("--speedup must be positive")
         extra += ["--speedup", str(args.speedup)]
-    return sim_replica_specs(args.replicas, host="127.0.0.1", extra_args=extra, log_dir=log_dir)
+    specs = sim_replica_specs(args.replicas, host="127.0.0.1", extra_args=extra, log_dir=log_dir)
+    if config is None:
+        return specs
+    from dataclasses import replace
+
+    from pythia_server.policy.baselines.registry import make_policy
+    from pythia_server.sglang_backend.replica_specs import free_ports
+
+    engine = make_policy(config.policy, block_size=config.block_size).engine
+    ports = free_ports(2 * len(specs))
+    out = []
+    for i, spec in enumerate(specs):
+        head, user = spec.argv[:len(spec.argv) - len(extra)], spec.argv[len(spec.argv) - len(extra):]
+        ours = sim_policy_args(engine, config.block_size, (ports[2 * i], ports[2 * i + 1]))
+        out.append(replace(spec, argv=(*head, *ours, *user)))  # the user's --sim-arg come last and win
+    return out
 
 
 def _config(args: argparse.Namespace) -> Any:
     from pythia_server.cli import CliError
     from pythia_server.config import GatewayConfig
+    from pythia_server.policy.baselines.registry import make_policy
     from pythia_server.policy.routing import make_router
 
     overrides: dict[str, Any] = {
         "host": args.host, "port": args.port, "db_path": args.db, "block_size": args.block_size,
-        "router": args.router, "session_idle_timeout_s": args.session_idle_timeout,
+        "policy": args.policy, "router": args.router, "session_idle_timeout_s": args.session_idle_timeout,
         "max_body_bytes": int(args.max_body_mb * 1024 * 1024) if args.max_body_mb else None,
         "profiler_enabled": False if args.no_profiler else None,
         "profiler_quantile": args.profiler_quantile, "profiler_confidence": args.profiler_confidence,
@@ -114,7 +161,9 @@ def _config(args: argparse.Namespace) -> Any:
     }
     try:
         config = GatewayConfig.from_env(**overrides)
-        make_router(config.router)
+        if config.router:
+            make_router(config.router)
+        make_policy(config.policy, block_size=config.block_size)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return config
@@ -132,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir
     if log_dir is None and not args.backend_url:
         log_dir = tempfile.mkdtemp(prefix="pythia-replicas-")
-    specs = replica_specs(args, log_dir)
+    specs = replica_specs(args, log_dir, config)
     return asyncio.run(_serve(config, specs, log_dir))
 
 
@@ -147,7 +196,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from None
     else:
-        lines = [f"# attach {s.url}" if s.attached else shell_line(s) for s in replica_specs(args, args.log_dir)]
+        specs = replica_specs(args, args.log_dir, _config(args))
+        lines = [f"# attach {s.url}" if s.attached else shell_line(s) for s in specs]
     print("\n".join(lines), flush=True)
     return 0
 

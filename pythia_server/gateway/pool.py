@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -42,6 +42,8 @@ class Replica:
     engine_total_kv_tokens: int | None = None
     engine_used_kv_tokens: int | None = None
     loads_supported: bool = True
+    #: ``FeatureSet.as_dict()`` from its ``/server_info`` (None: not read, or not SGLang).
+    features: dict[str, object] | None = None
 
     def view(self) -> ReplicaView:
         total = self.engine_total_kv_tokens or 0
@@ -59,7 +61,7 @@ class Replica:
                 "outstanding_tokens": self.outstanding_tokens, "served": self.served,
                 "failures": self.failures, "engine_waiting_requests": self.engine_waiting_requests,
                 "engine_total_kv_tokens": self.engine_total_kv_tokens,
-                "engine_used_kv_tokens": self.engine_used_kv_tokens}
+                "engine_used_kv_tokens": self.engine_used_kv_tokens, "features": self.features}
 
 
 class ReplicaPool:
@@ -74,6 +76,9 @@ class ReplicaPool:
         for replica_id, url in replicas:
             self.add(replica_id, url)
         self._task: asyncio.Task[None] | None = None
+        #: Told when a replica turns healthy (awaited inside the probe) and when it stops being so.
+        self.on_ready: Callable[[Replica], Awaitable[None]] | None = None
+        self.on_down: Callable[[str], None] | None = None
 
     def add(self, replica_id: str, url: str) -> Replica:
         if replica_id in self._replicas:
@@ -142,6 +147,7 @@ class ReplicaPool:
         replica = self._replicas.get(replica_id)
         if replica is not None and replica.healthy:
             log.warning("replica %s (%s) marked unhealthy: %s", replica_id, replica.url, reason)
+            self._tell_down(replica_id)
         if replica is not None:
             replica.healthy = False
             replica.reason = reason
@@ -168,12 +174,26 @@ class ReplicaPool:
             await self._read_loads(replica)
         if ok and not replica.healthy:
             log.info("replica %s (%s) is healthy", replica.replica_id, replica.url)
+            if self.on_ready is not None:
+                try:
+                    await self.on_ready(replica)
+                except Exception:  # a listener's bug must not stop probing
+                    log.exception("on_ready failed for replica %s", replica.replica_id)
+        elif not ok and replica.healthy:
+            self._tell_down(replica.replica_id)
         replica.healthy = ok
         if ok:
             replica.reason = "ok"
         elif replica.reason in ("ok", "not probed yet"):
             replica.reason = "health probe failed"
         return ok
+
+    def _tell_down(self, replica_id: str) -> None:
+        if self.on_down is not None:
+            try:
+                self.on_down(replica_id)
+            except Exception:
+                log.exception("on_down failed for replica %s", replica_id)
 
     async def _read_loads(self, replica: Replica) -> None:
         """The engine's own queue and KV use from SGLang's /v1/loads (summed over DP ranks)."""

@@ -45,12 +45,24 @@ from pythia_server.gateway.accounting import (
     usage_from_generate,
     usage_from_openai,
 )
-from pythia_server.gateway.assemble import GenerateAssembler, OpenAIAssembler, can_assemble, streaming_body
+from pythia_server.gateway.assemble import (
+    GenerateAssembler,
+    OpenAIAssembler,
+    can_assemble,
+    streaming_body,
+)
+from pythia_server.gateway.driver import PolicyDriver
 from pythia_server.gateway.metrics import GatewayMetrics
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.gateway.prompt_tokens import PromptTokenizer
-from pythia_server.gateway.validation import ParsedRequest, parse_body, prompt_token_ids, read_body, validate
-from pythia_server.policy.types import CallInfo, Router
+from pythia_server.gateway.validation import (
+    ParsedRequest,
+    parse_body,
+    prompt_token_ids,
+    read_body,
+    validate,
+)
+from pythia_server.policy.types import CallInfo, CallOutcome
 from pythia_server.sglang_backend.client import (
     UpstreamResponse,
     build_generate_payload,
@@ -142,11 +154,11 @@ class _RelayResponse(StreamingResponse):
 class Proxy:
     """Serves LLM calls over a replica pool; one instance per gateway."""
 
-    def __init__(self, config: GatewayConfig, pool: ReplicaPool, router: Router,
+    def __init__(self, config: GatewayConfig, pool: ReplicaPool, driver: PolicyDriver,
                  record: Callable[[CallRecord], None], metrics: GatewayMetrics) -> None:
         self._config = config
         self._pool = pool
-        self._router = router
+        self._driver = driver
         self._record = record
         self._metrics = metrics
         self._inflight = 0
@@ -170,9 +182,11 @@ class Proxy:
         self._check_model(parsed)
         prompt_ids = prompt_token_ids(parsed, self._chat_tokenizer)
         call_id = f"pythia-{uuid.uuid4().hex}"
-        info = CallInfo(call_id=call_id, tags=tags, prompt_tokens=len(prompt_ids),
-                        block_hashes=tuple(block_hashes(prompt_ids, self._config.block_size)),
-                        max_tokens=parsed.max_tokens, hints=hints, arrival_s=started)
+        hashes = tuple(block_hashes(prompt_ids, self._config.block_size))
+        self._driver.remember_prompt(prompt_ids, hashes)
+        info = CallInfo(call_id=call_id, tags=tags, prompt_tokens=len(prompt_ids), block_hashes=hashes,
+                        max_tokens=parsed.max_tokens, hints=hints,
+                        arrival_s=self._driver.policy_time(started_wall))
         call = _Call(call_id, parsed, tags, hints, info, started_wall, started,
                      assembled=(not parsed.stream and self._config.assemble_from_stream
                                 and can_assemble(parsed.route, parsed.body)))
@@ -214,14 +228,17 @@ class Proxy:
             views = self._pool.views(exclude=tried, model=parsed.model if parsed.route != "generate" else None)
             if not views:
                 break
-            decision = self._router.route(call.info, views, time.perf_counter())
+            policy_now_s = self._driver.now_s()
+            decision = self._driver.route(call.info, views, policy_now_s)
             replica = self._pool.get(decision.replica_id)
             tried.append(replica.replica_id)
+            priority = self._driver.started(call.info, replica.replica_id, policy_now_s, first=_attempt == 0)
             body = streaming_body(parsed.body) if call.assembled else parsed.body
             if parsed.route == "generate":
-                payload = build_generate_payload(body, rid=call.call_id)
+                payload = build_generate_payload(body, rid=call.call_id, priority=priority)
             else:
-                payload = build_openai_payload(body, rid=call.call_id, include_usage=parsed.stream or call.assembled)
+                payload = build_openai_payload(body, rid=call.call_id, include_usage=parsed.stream or call.assembled,
+                                               priority=priority)
             self._release(call)
             call.replica_id = replica.replica_id
             call.reserved_tokens = call.info.prompt_tokens + (parsed.max_tokens or 0)
@@ -386,17 +403,17 @@ class Proxy:
     # -- recording -------------------------------------------------------------------------
 
     def _finish(self, call: _Call, status: str, error: str | None) -> None:
-        """Record the call once, release its reservation, tell the router."""
+        """Record the call once, release its reservation, tell the policies."""
         if call.done:
             return
         call.done = True
         call.status, call.error = status, error
         self._inflight -= 1
         now = time.perf_counter()
+        usage = call.usage
         if call.replica_id is not None:
             self._pool.end(call.replica_id, call.reserved_tokens, ok=status == "ok")
-            self._router.on_finish(call.info, call.replica_id, now)
-        usage = call.usage
+            self._tell_policies(call, status, now)
         queue_ms = (call.sent - call.started) * 1000.0 if call.sent is not None else None
         if queue_ms is not None and usage.engine_queue_ms is not None:
             queue_ms += usage.engine_queue_ms
@@ -422,6 +439,27 @@ class Proxy:
                                    prompt_tokens=record.prompt_tokens, cached_tokens=record.cached_tokens,
                                    output_tokens=record.output_tokens, ttft_ms=ttft_ms, e2e_ms=e2e_ms,
                                    queue_ms=queue_ms, agent=record.agent)
+
+    def _tell_policies(self, call: _Call, status: str, now: float) -> None:
+        """One ``CallOutcome`` for the bundle (times from the gateway's view; see driver.py)."""
+        usage = call.usage
+        e2e_s = now - call.started
+        if usage.engine_queue_ms is not None:
+            queue_s = usage.engine_queue_ms / 1000.0
+        else:
+            queue_s = (call.sent - call.started) if call.sent is not None else 0.0
+        tool_call = True if usage.finish_reason == "tool_calls" else None
+        outcome = CallOutcome(
+            call=call.info, replica_id=call.replica_id or "", ok=status == "ok",
+            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else call.info.prompt_tokens,
+            cached_tokens=usage.cached_tokens or 0, output_tokens=usage.output_tokens or 0,
+            queue_s=queue_s, service_s=max(e2e_s - queue_s, 0.0),
+            finished_s=self._driver.policy_time(call.started_wall + e2e_s),
+            ends_with_tool_call=tool_call)
+        try:
+            self._driver.finished(outcome, outcome.finished_s)
+        except Exception:  # a policy's bug must not fail the call
+            log.exception("policies failed on the outcome of %s", call.call_id)
 
     async def drain_background(self) -> None:
         """Wait for pending abort requests (at shutdown)."""

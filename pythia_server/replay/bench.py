@@ -46,6 +46,8 @@ class BenchSettings:
     block_size: int = 64  # the gateway's block size (CallInfo.block_hashes)
     seed: int = 0
     engine: EngineConfig | None = None  # None: one H100 SXM 80GB, Llama-3.1-8B (EngineConfig.from_gpu)
+    reprioritize_every_s: float | None = 1.0  # None: priority asked once, at submission
+    cold_start_s: float = 30.0  # for bundles with a scaler
 
 
 def prepare_workload(
@@ -106,6 +108,8 @@ def run_policy(
         engine=settings.engine or EngineConfig.from_gpu(),
         block_size=settings.block_size,
         concurrency=settings.concurrency,
+        reprioritize_every_s=settings.reprioritize_every_s,
+        cold_start_s=settings.cold_start_s,
     )
     result = ReplayRunner(requests, bundle, config, step_time).run()
     return summarize(result, ideal)

@@ -33,6 +33,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--trace-block-size", type=int, help="tokens per hash id for rows without block_size")
     parser.add_argument("--block-size", type=int, default=64, help="the gateway's prefix block size (default 64)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reprioritize-every", type=float, default=1.0, metavar="SECONDS",
+                        help="re-ask the priority policy for waiting calls this often, virtual seconds "
+                             "(default 1; 0 = only at submission, as a live SGLang allows)")
+    parser.add_argument("--cold-start", type=float, default=30.0, metavar="SECONDS",
+                        help="a replica a bundle's autoscaler adds serves this long after launch (default 30)")
     parser.add_argument("--json", action="store_true", help="print JSON objects instead of a table")
     parser.add_argument("--plot", metavar="FILE", help="with --sweep: write JCT vs load (.svg)")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON results to FILE")
@@ -71,6 +76,8 @@ def _check(args: argparse.Namespace) -> list[str]:
         raise CliError("--sessions must be positive")
     if args.block_size <= 0 or (args.trace_block_size is not None and args.trace_block_size <= 0):
         raise CliError("block sizes must be positive")
+    if args.reprioritize_every < 0 or args.cold_start < 0:
+        raise CliError("--reprioritize-every and --cold-start must not be negative")
     if args.plot is not None:
         if args.sweep is None:
             raise CliError("--plot goes with --sweep")
@@ -105,7 +112,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     names = _check(args)
     settings = BenchSettings(replicas=args.replicas, concurrency=args.concurrency, block_size=args.block_size,
-                             seed=args.seed)
+                             seed=args.seed, reprioritize_every_s=args.reprioritize_every or None,
+                             cold_start_s=args.cold_start)
     step_time = StepTimeModel.load()
     rows: list[dict[str, Any]] = []
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from pythia_server.engine.virtual import VirtualCluster
@@ -227,7 +228,7 @@ class ScaleDriver:
         drained = [r for r in decision.drain if fleet.drain(r)]
         for replica_id in drained:
             self.host.forget_view(replica_id)
-            self.cluster.call_at(now_s, lambda r=replica_id: self.remove_if_drained(r))
+            self.cluster.call_at(now_s, partial(self.remove_if_drained, replica_id))
         want = max(decision.target_replicas, 1)
         current = len(fleet.serving) + len(fleet.starting)
         while current < want and fleet.draining and fleet.draining[-1] not in drained:
@@ -235,7 +236,7 @@ class ScaleDriver:
             current += 1
         while current < want:
             replica_id, ready_s = fleet.launch(now_s)
-            self.cluster.call_at(ready_s, lambda r=replica_id: self._ready(r))
+            self.cluster.call_at(ready_s, partial(self._ready, replica_id))
             current += 1
         while current > want and fleet.cancel_newest_start(now_s) is not None:
             current -= 1

@@ -17,12 +17,17 @@ from typing import Any
 
 import aiohttp
 
-from pythia_server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from pythia_server.errors import (
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 
 __all__ = [
     "SGLangClient",
     "UpstreamResponse",
     "build_abort_payload",
+    "build_close_session_payload",
     "build_generate_payload",
     "build_openai_payload",
     "build_warm_payload",
@@ -77,6 +82,11 @@ def build_warm_payload(input_ids: Sequence[int], *, rid: str, priority: int | No
 def build_abort_payload(rid: str) -> dict[str, Any]:
     """SGLang's ``/abort_request`` body for one request."""
     return {"rid": rid}
+
+
+def build_close_session_payload(session_id: str) -> dict[str, Any]:
+    """SGLang's ``/close_session`` body: the session's KV stops being held for it."""
+    return {"session_id": session_id}
 
 
 def make_session(*, pool_size: int = 256, connect_timeout_s: float = 5.0,
@@ -193,6 +203,24 @@ class SGLangClient:
 
     async def flush_cache(self) -> bool:
         response = await self.post("/flush_cache", {})
+        response.release()
+        return response.status == 200
+
+    async def warm(self, input_ids: Sequence[int], *, rid: str, priority: int | None = None) -> bool:
+        """Send a prefill-only request and wait for it (True when the engine accepted it)."""
+        try:
+            response = await self.post("/generate", build_warm_payload(input_ids, rid=rid, priority=priority))
+            await response.read()
+        except UpstreamError:
+            return False
+        return response.status == 200
+
+    async def close_session(self, session_id: str) -> bool:
+        """Tell the engine a session is over (best effort: False when it could not be told)."""
+        try:
+            response = await self.post("/close_session", build_close_session_payload(session_id))
+        except UpstreamError:
+            return False
         response.release()
         return response.status == 200
 

@@ -10,8 +10,10 @@ most halves the count per tick (KPA's max scale-down rate 2).
 ``PhaseAdaptiveAutoscaler`` projects each live session of a proactive type ahead: the
 next step arrives at its predicted time with its expected width (a fan-out) with the
 probability that the session continues, and the session keeps about one call busy for
-its expected remaining steps. It provisions for the peak of that forecast from now to
-one cold start plus one tick ahead (so replicas are ready when a fan-out lands), releases
+its expected remaining steps. It provisions for the observed load plus the peak of that
+forecast from now to one cold start plus one tick ahead (so replicas are ready when a
+fan-out lands; predictions should cover sessions with no call running, which the
+observed load already counts), releases
 replicas once the forecast and the observed load have stayed below the current count for
 ``drain_delay_s``, and drains first the replicas that no live session's next call is
 expected to reach. With no proactive prediction it is exactly the reactive scaler.
@@ -171,7 +173,7 @@ class PhaseAdaptiveAutoscaler:
         until_s = now_s + cfg.cold_start_s + rcfg.tick_s
         peak = self.forecast(predictions, now_s, until_s)
         per = rcfg.target_calls_per_replica
-        want = _clamp(max(math.ceil(observed / per), math.ceil(peak / per)), rcfg)
+        want = _clamp(math.ceil((observed + peak) / per), rcfg)
         reason = f"forecast peak {peak:.1f} calls by +{until_s - now_s:.0f}s, observed {observed}"
         if want >= current:
             self._low_since_s = None

@@ -57,9 +57,9 @@ class ContextScaler:
     def decide(self, tick: ScaleTick) -> ScaleDecision:
         if not tick.predictions:
             ctx = self.context
-            predictions = tuple(
+            predictions = tuple(  # sessions with a call running are in the observed load
                 ctx.profiler.predict(state.workflow, session, None, tick.now_s)
-                for session, state in ctx.sessions.items()
+                for session, state in ctx.sessions.items() if not state.in_flight
             )
             placements = tuple((s, st.last_replica) for s, st in ctx.sessions.items() if st.last_replica)
             tick = replace(tick, predictions=predictions, session_replicas=placements)

@@ -154,8 +154,14 @@ class SpeculativeCacheManager:
         """The driver's word on a warm: sent, or dropped (no room, already resident)."""
         if sent:
             self.counters.sent += 1
-        else:
-            self.counters.dropped += 1
+            return
+        self.counters.dropped += 1
+        # Not sent: either already resident (the router's own index knows where it sent the
+        # prefix) or no room: either way the router must not count on the warm any more.
+        key = (action.owner.session or "", action.owner.agent or "")
+        target = self.context.warm_targets.get(key)
+        if target is not None and target[0] == action.replica_id:
+            del self.context.warm_targets[key]
 
     # ------------------------------------------------------------------ planning
     def _plan(self, outcome: CallOutcome, state: SessionState, now_s: float) -> PrefetchAction | None:

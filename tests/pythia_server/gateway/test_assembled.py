@@ -109,7 +109,8 @@ def test_a_replica_dying_mid_answer_is_a_502_error_body(tmp_path: Any) -> None:
         else:
             raise AssertionError("a broken upstream stream must not look like an answer")
         (call,) = calls(running.url)
-        assert call["status"] == "error" and call["stream"] is False and call["ttft_ms"] is not None
+        # TTFT is set only if the first chunk was read before the connection broke: timing-dependent.
+        assert call["status"] == "error" and call["stream"] is False
         assert dying.requests[0]["stream"] is True and dying.requests[0]["stream_options"] == {"include_usage": True}
     finally:
         running.server.stop()

@@ -341,7 +341,7 @@ def test_generate_contract_is_strict() -> None:
 def test_abort_and_close_session_payloads_validate() -> None:
     abort = pydantic.TypeAdapter(AbortReq).validate_python(client.build_abort_payload("req-4"))
     assert abort.rid == "req-4" and not abort.abort_all
-    close = pydantic.TypeAdapter(CloseSessionReqInput).validate_python({"session_id": "sess-1"})
+    close = pydantic.TypeAdapter(CloseSessionReqInput).validate_python(client.build_close_session_payload("sess-1"))
     assert close.session_id == "sess-1"
 
 

@@ -63,7 +63,7 @@ def test_phase_adaptive_scales_up_before_a_predicted_fan_out_arrives() -> None:
     tick = _tick(0.0, [4])
     assert reactive.decide(tick).target_replicas == 1  # nothing observed yet
     decision = phase.decide(_tick(0.0, [4], predictions=fan_out))
-    assert decision.target_replicas == 4  # 64 calls expected at t=20 / 16 per replica
+    assert decision.target_replicas == 5  # 4 calls running + 64 expected at t=20, 16 per replica
     assert "scale up ahead" in decision.reason
     # Beyond one cold start plus a tick it is too early to pay for replicas.
     late = [prediction(session="s", next_agents=(("searcher", 1.0),), arrival_s=200.0, fanout=64.0)]

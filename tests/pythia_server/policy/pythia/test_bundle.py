@@ -105,6 +105,11 @@ def test_the_scaler_reads_live_sessions_from_the_context() -> None:
     _first_step(bundle)
     decision = bundle.scaler.decide(ScaleTick(5001.0, (view("r0"),)))
     assert decision.reason.startswith("forecast peak 3.0 calls")  # the planner fans out to 3 searchers
+    # A session with a call running is in the observed load, not projected again.
+    bundle.router.route(call("s1", session="live", agent="searcher", arrival_s=5002.0), [view("r0")], 5002.0)
+    bundle.cache_hints.on_start(call("s1", session="live", agent="searcher", arrival_s=5002.0), "r0", 5002.0)
+    busy = bundle.scaler.decide(ScaleTick(5002.0, (view("r0", running=1),)))
+    assert busy.reason.startswith("no proactive session")
 
 
 def test_config_is_validated() -> None:

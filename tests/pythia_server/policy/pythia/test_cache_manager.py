@@ -172,3 +172,13 @@ def test_the_last_agents_prefix_is_kept_over_an_agent_due_later() -> None:
     writer = manager.retention(owner(agent="writer"), 10.5)
     assert planner is not None and writer is not None
     assert planner.steps_to_execution < writer.steps_to_execution  # type: ignore[operator]
+
+
+def test_a_dropped_warm_no_longer_steers_the_router() -> None:
+    nxt = prediction(next_agents=(("searcher", 0.9),), arrival_s=30.0, prefix_tokens=640)
+    manager, _ = _manager(next_prediction=nxt)
+    (action,) = _finish_one(manager)
+    assert manager.context.warm_targets[("s1", "searcher")] == ("r0", 640)
+    manager.on_prefetch_result(action, sent=False)
+    assert ("s1", "searcher") not in manager.context.warm_targets
+    assert manager.counters.dropped == 1
