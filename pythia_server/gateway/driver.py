@@ -98,7 +98,7 @@ class PolicyDriver:
         self._kv_endpoints: dict[str, tuple[str, str | None, str]] = {}
         self._block_tokens: OrderedDict[int, array[int]] = OrderedDict()
         self._pending: OrderedDict[int, tuple[str, str | None, _Warm]] = OrderedDict()  # id -> (replica, session, warm)
-        #: live session -> (replicas that served it, last call seen, Unix s), oldest first
+        #: live session -> (replicas that served it, its last call in policy time), oldest first
         self._sessions: OrderedDict[str, tuple[set[str], float]] = OrderedDict()
         self._tasks: set[asyncio.Task[object]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
