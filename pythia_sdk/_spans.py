@@ -78,7 +78,7 @@ def make_otlp_exporter(endpoint: str) -> Any:
     except ImportError:
         log.warning(
             "pythia: spans not exported: install opentelemetry-exporter-otlp-proto-http "
-            "(pip install 'pythia-serving[otlp]')"
+            "(pip install opentelemetry-exporter-otlp-proto-http)"
         )
         return None
     return OTLPSpanExporter(endpoint=endpoint)

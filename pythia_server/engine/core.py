@@ -200,6 +200,15 @@ class Engine:
     def free_tokens(self) -> int:
         return self.config.max_total_num_tokens - self.cache.total_size - self._private_total
 
+    def reclaimable_tokens(self, now_s: float | None = None) -> int:
+        """Cached tokens eviction could free now: evictable cache less what a policy pins.
+
+        Pinned tokens (``eviction_key`` None) are no headroom: admission and decode-run
+        reservations count only these. ``load().evictable_tokens`` stays SGLang's
+        ``evictable_size`` (pins included), which is cheap to read.
+        """
+        return self.cache.reclaimable_size(self._now_s if now_s is None else now_s)
+
     # ------------------------------------------------------------------ stepping
     def step(self, now_s: float) -> StepResult | None:
         """Run one scheduler iteration starting at ``now_s``; None when there is nothing to do."""
@@ -230,7 +239,7 @@ class Engine:
         if self._chunked is not None:
             req = self._chunked
             take = self._chunk_take(req.fill_len - req.prefilled, chunk_budget)
-            if not self._alloc(take):
+            if not self._alloc(take, force=not self._running):
                 return []
             req.private += take
             batch.append((req, take, req.prefilled))
@@ -243,7 +252,7 @@ class Engine:
         preempting = cfg.enable_priority_scheduling and cfg.enable_priority_preemption
         if not self._waiting or (len(self._running) >= cap and not preempting):
             return batch
-        room = self.free_tokens + self.cache.evictable_size - self._running.reserved_tokens(self.new_token_ratio)
+        room = self.free_tokens + self.reclaimable_tokens() - self._running.reserved_tokens(self.new_token_ratio)
         for req in self._ordered_waiting():
             if input_budget <= 0 or (chunk_budget is not None and chunk_budget <= 0):
                 break
@@ -262,7 +271,7 @@ class Engine:
                 if not (preempting and self._preempt_for(req, short, need_slot=False)):
                     break
                 room = (
-                    self.free_tokens + self.cache.evictable_size - self._running.reserved_tokens(self.new_token_ratio)
+                    self.free_tokens + self.reclaimable_tokens() - self._running.reserved_tokens(self.new_token_ratio)
                     - sum(take + min(r.max_new_tokens - r.out, cfg.clip_max_new_tokens) for r, take, _ in batch)
                 )
             if extend > input_budget and batch:
@@ -271,7 +280,8 @@ class Engine:
             if take <= 0:
                 break
             self.cache.inc_lock_ref(node)
-            if not self._alloc(take):
+            # nothing else holds KV that will be freed: pins must yield, or nothing runs again
+            if not self._alloc(take, force=not batch and not self._running):
                 self.cache.dec_lock_ref(node)
                 break
             self._waiting.remove(req)
@@ -347,7 +357,8 @@ class Engine:
     def _prepare_decode(self) -> tuple[list[Req], list[str]]:
         """Make room for one more token per running request, retracting if needed."""
         retracted: list[str] = []
-        while self._running and not self._alloc(len(self._running)):
+        # the last running request is never retracted for pinned cache (SGLang keeps it too)
+        while self._running and not self._alloc(len(self._running), force=len(self._running) == 1):
             victim = retraction_victim(self._running)
             self._running.remove(victim)
             self._release(victim)
@@ -405,12 +416,14 @@ class Engine:
             return None
         size = len(self._running)
         steps = min(max_decode_steps, self._running.steps_to_next_finish())
-        steps = min(steps, (self.free_tokens + self.cache.evictable_size) // size)
+        free = self.free_tokens
+        if free < size * steps:  # pinned cache is no headroom: count only what eviction can free
+            steps = min(steps, (free + self.reclaimable_tokens(now_s)) // size)
         if steps < 2:
             decoding, retracted = self._prepare_decode()
             return self._run_decode(decoding, retracted, now_s)
         if not self._alloc(size * steps):  # the requests' own KV grows as the run is committed
-            raise RuntimeError("KV reservation for a decode run failed")  # bounded above
+            raise RuntimeError("KV reservation for a decode run failed")  # bounded above, exactly
         mid_context = self._running.mean_context + (steps - 1) / 2
         return DecodeRun(now_s, self.step_time.decode_s(size, mid_context), steps, self._running.reqs)
 
@@ -425,10 +438,11 @@ class Engine:
         return StepResult("decode", run.start_s, steps * run.step_s, len(run.reqs), 0, deltas, finished, [], steps)
 
     # --- KV bookkeeping
-    def _alloc(self, tokens: int) -> bool:
+    def _alloc(self, tokens: int, force: bool = False) -> bool:
+        """Take ``tokens`` of KV, evicting cache if needed; ``force`` also evicts pinned cache."""
         free = self.free_tokens
         if free < tokens:
-            self.cache.evict(tokens - free, self._now_s)
+            self.cache.evict(tokens - free, self._now_s, force)
             if self.free_tokens < tokens:
                 return False
         self._private_total += tokens

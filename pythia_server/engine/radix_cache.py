@@ -14,6 +14,7 @@ Access "time" is a counter, not a clock: LRU only needs an order.
 from __future__ import annotations
 
 import heapq
+import inspect
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -30,13 +31,16 @@ __all__ = ["EVICTION_POLICIES", "EvictionKey", "MatchResult", "RadixCache", "Tre
 
 class TreeNode:
     __slots__ = (
-        "children", "hashes", "hit_count", "key", "last_access", "lock_ref", "owners", "parent", "priority",
-        "session_refs",
+        "children", "depth_tokens", "hashes", "hit_count", "key", "last_access", "lock_ref", "owners", "parent",
+        "priority", "session_refs",
     )
 
     def __init__(self, key: list[int], parent: TreeNode | None) -> None:
         self.key = key
         self.parent = parent
+        # tokens from the root to this node's end: fixed for the node's life (a split
+        # trims a node's key from the front, so its end stays where it was)
+        self.depth_tokens = len(key) + (parent.depth_tokens if parent is not None else 0)
         self.children: dict[object, TreeNode] = {}
         self.lock_ref = 0
         self.last_access = 0
@@ -57,9 +61,24 @@ EVICTION_POLICIES: dict[str, Callable[[TreeNode], tuple[int, ...]]] = {
 
 
 #: A caller-supplied eviction order (cache-hint policies): (owners, last_access, now_s) ->
-#: sort key, smallest evicted first, or None for "pinned: treat as locked".
-EvictionKey = Callable[[tuple[Hashable, ...], int, float], tuple | None]
+#: sort key, smallest evicted first, or None for "pinned: treat as locked". A key that
+#: accepts a ``depth_tokens`` keyword (or ``**kwargs``) is also given the node's depth:
+#: tokens from the root to the node's end (a role prompt near the root is shallow, a
+#: session's history deep); three-argument keys are called as before.
+EvictionKey = Callable[..., tuple | None]
 MAX_OWNERS_PER_NODE = 8
+
+
+def _wants_depth(key: Callable[..., object]) -> bool:
+    """Whether ``key`` takes the ``depth_tokens`` keyword (checked once, not per call)."""
+    try:
+        params = inspect.signature(key).parameters.values()
+    except (TypeError, ValueError):  # some builtins and C callables have no signature
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == "depth_tokens" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in params
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +105,8 @@ class RadixCache:
         self._sort_key = EVICTION_POLICIES[eviction_policy]
         self._listener = listener
         self.eviction_key = eviction_key
+        self._key_wants_depth = eviction_key is not None and _wants_depth(eviction_key)
+        self.forced_evicted_tokens = 0  # pinned tokens evicted because the engine had to (``force``)
         self._tick = 0
         self.root = TreeNode([], None)
         self.root.lock_ref = 1  # the root is never evicted
@@ -242,7 +263,7 @@ class RadixCache:
         if node is not old:  # ``old`` was not an ancestor of ``new``: undo nothing, release it fully
             self.dec_lock_ref(old)
 
-    def evict(self, num_tokens: int, now_s: float = 0.0) -> int:
+    def evict(self, num_tokens: int, now_s: float = 0.0, force: bool = False) -> int:
         """Remove unlocked leaves in policy order until ``num_tokens`` are freed; returns freed.
 
         Candidates live in a heap pushed when a node becomes an unlocked leaf, keyed by the
@@ -251,12 +272,14 @@ class RadixCache:
         new key, and the first entry popped with an up-to-date key is the true minimum
         (SGLang rebuilds the heap from all leaves per call; same order, less work). With
         a caller's ``eviction_key`` (keys that change with time) the heap is rebuilt per
-        call as SGLang does, and pinned leaves are skipped.
+        call as SGLang does, and pinned leaves are skipped unless ``force``: then they go
+        after every unpinned one, least recently used first (the engine's last resort when
+        nothing else could ever free memory; ``forced_evicted_tokens`` counts them).
         """
         if num_tokens <= 0 or not self._leaves:
             return 0
         if self.eviction_key is not None:
-            return self._evict_by_hint(num_tokens, now_s)
+            return self._evict_by_hint(num_tokens, now_s, force)
         sort_key = self._sort_key
         heap = self._heap
         freed = 0
@@ -275,28 +298,68 @@ class RadixCache:
             self._listener(BlockRemoved(removed))
         return freed
 
-    def _evict_by_hint(self, num_tokens: int, now_s: float) -> int:
+    def hint_key(self, node: TreeNode, now_s: float) -> tuple | None:
+        """The caller's eviction key of ``node`` at ``now_s`` (None: pinned)."""
         assert self.eviction_key is not None
-        key_of = self.eviction_key
-        heap = []
-        for node in self._leaves:
-            key = key_of(node.owners, node.last_access, now_s)
-            if key is not None:
-                heap.append((key, id(node), node))
+        if self._key_wants_depth:
+            return self.eviction_key(node.owners, node.last_access, now_s, depth_tokens=node.depth_tokens)
+        return self.eviction_key(node.owners, node.last_access, now_s)
+
+    def _hint_entry(self, node: TreeNode, now_s: float, force: bool) -> tuple | None:
+        key = self.hint_key(node, now_s)
+        if key is not None:
+            return ((0, key), id(node), node)
+        return ((1, node.last_access), id(node), node) if force else None
+
+    def _evict_by_hint(self, num_tokens: int, now_s: float, force: bool) -> int:
+        heap = [e for e in (self._hint_entry(n, now_s, force) for n in self._leaves) if e is not None]
         heapq.heapify(heap)
         freed = 0
         removed: list[int] = []
         while freed < num_tokens and heap:
-            _, _, node = heapq.heappop(heap)
+            (pinned, _), _, node = heapq.heappop(heap)
             parent = node.parent
-            freed += self._remove_leaf(node, removed)
+            size = self._remove_leaf(node, removed)
+            freed += size
+            if pinned:
+                self.forced_evicted_tokens += size
             if parent is not None and parent in self._leaves:
-                key = key_of(parent.owners, parent.last_access, now_s)
-                if key is not None:
-                    heapq.heappush(heap, (key, id(parent), parent))
+                entry = self._hint_entry(parent, now_s, force)
+                if entry is not None:
+                    heapq.heappush(heap, entry)
         if self._listener is not None and removed:
             self._listener(BlockRemoved(removed))
         return freed
+
+    def reclaimable_size(self, now_s: float) -> int:
+        """Tokens ``evict`` could free at ``now_s``: ``evictable_size`` less what pins hold.
+
+        Without a caller's eviction key every unlocked token can go. With one, a pinned
+        node is as good as locked, and so is every unlocked ancestor of it (a parent is
+        only evicted once its last child has gone). Walks the unlocked part of the tree
+        and asks the key once per node there, so callers ask only when free KV is short.
+        """
+        if self.eviction_key is None or self.evictable_size == 0:
+            return self.evictable_size
+        root = self.root
+        unlocked: list[TreeNode] = []
+        seen: set[TreeNode] = set()
+        for leaf in self._leaves:
+            node = leaf
+            while node is not root and node.lock_ref == 0 and node not in seen:
+                seen.add(node)
+                unlocked.append(node)
+                node = node.parent  # type: ignore[assignment]
+        blocked: set[TreeNode] = set()
+        held = 0
+        for node in unlocked:
+            if node in blocked or self.hint_key(node, now_s) is not None:
+                continue
+            while node is not root and node.lock_ref == 0 and node not in blocked:
+                blocked.add(node)
+                held += len(node.key)
+                node = node.parent  # type: ignore[assignment]
+        return self.evictable_size - held
 
     def _remove_leaf(self, node: TreeNode, removed: list[int]) -> int:
         """Drop one unlocked leaf; its parent may become a candidate. Returns tokens freed."""

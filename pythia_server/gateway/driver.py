@@ -107,6 +107,17 @@ class PolicyDriver:
 
     # -- replicas ----------------------------------------------------------------------------
 
+    def _needed_features(self) -> set[str]:
+        """The SGLang features this bundle acts through; a missing one is worth a warning."""
+        needed = {"metrics", "cache_report"}
+        if self.bundle.priority is not None:
+            needed.add("priority_scheduling")
+        if self.bundle.engine.radix_eviction_policy == "priority":
+            needed.update(("priority_eviction", "priority_retraction"))
+        if self.bundle.cache_hints is not None:
+            needed.add("session_radix_cache")
+        return needed
+
     async def replica_ready(self, replica: Replica) -> None:
         """A replica turned healthy: read its features (logged once) and follow its KV events."""
         try:
@@ -118,7 +129,7 @@ class PolicyDriver:
             return
         features = FeatureSet.from_server_info(info, loads_endpoint=replica.loads_supported)
         if replica.replica_id not in self.features:
-            features.log_degradations(replica.replica_id)
+            features.log_degradations(replica.replica_id, self._needed_features())
         self.features[replica.replica_id] = features
         replica.features = features.as_dict()
         if self.hub is None:

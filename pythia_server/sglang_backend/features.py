@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,12 @@ class FeatureSet:
             "features": {f.name: {"enabled": f.enabled, "reason": f.reason} for f in self.features},
         }
 
-    def log_degradations(self, replica: str) -> None:
+    def log_degradations(self, replica: str, needed: Collection[str] | None = None) -> None:
+        """Log what this replica lacks: a warning for what ``needed`` names (all when None),
+        an info line for features the running policy does not use."""
         for f in self.degraded():
-            log.warning("replica %s (SGLang %s): %s unavailable: %s", replica, self.version or "?", f.name, f.reason)
+            level = logging.WARNING if needed is None or f.name in needed else logging.INFO
+            log.log(level, "replica %s (SGLang %s): %s unavailable: %s", replica, self.version or "?", f.name, f.reason)
 
     @classmethod
     def from_server_info(cls, info: Mapping[str, object], *, loads_endpoint: bool | None = None) -> FeatureSet:

@@ -417,3 +417,71 @@ def test_set_priority_none_is_the_least_urgent() -> None:
     _, steps = drain(engine)
     order = [f.rid for s in steps for f in s.finished]
     assert order.index("b") < order.index("a")
+
+
+def _pin_owner(owners: tuple, last_access: int, now_s: float) -> tuple | None:
+    """A cache-hint key like Continuum's: the "pinned" owner's KV is untouchable."""
+    return None if "pinned" in owners else (last_access,)
+
+
+def _run_multi_step(engine: Engine, now_s: float) -> dict[str, FinishedRequest]:
+    """Drive ``next_step`` the way the virtual cluster does: decode runs committed whole."""
+    finished: dict[str, FinishedRequest] = {}
+    for _ in range(10_000):
+        outcome = engine.next_step(now_s, 4096)
+        if outcome is None:
+            break
+        result = outcome if isinstance(outcome, StepResult) else engine.finish_decode_run(outcome, outcome.steps)
+        now_s = result.end_s
+        finished.update((f.rid, f) for f in result.finished)
+        check(engine)
+    assert not engine.has_work
+    return finished
+
+
+@pytest.mark.parametrize("pinned_tokens", [600, 950])
+def test_pinned_cache_is_no_headroom_for_decode_runs_or_admission(pinned_tokens: int) -> None:
+    """Pins that hold most of the pool: the engine plans within what it can free, never crashes.
+
+    A decode run used to be sized with ``evictable_size``, pins included, and its KV
+    reservation failed ("KV reservation for a decode run failed"). Now pinned tokens stay
+    until nothing but them stands between the engine and progress: then (the last running
+    request needs a token, or the queue head cannot start with nothing running) they yield.
+    """
+    engine = Engine(EngineConfig(max_total_num_tokens=1000), eviction_key=_pin_owner)
+    engine.submit(req("pin", prompt(pinned_tokens, 1), max_new=1, owner="pinned"), 0.0)
+    _run_multi_step(engine, 0.0)
+    assert engine.cache.evictable_size == pinned_tokens
+
+    engine.submit(req("live", prompt(100, 2), max_new=400, owner="live"), 1.0)
+    first = engine.next_step(1.0, 4096)  # prefill; with 950 pinned it must break pins to start
+    assert isinstance(first, StepResult) and first.kind == "prefill"
+    run = engine.next_step(first.end_s, 4096)  # raised RuntimeError before the fix
+    assert run is not None and not isinstance(run, StepResult)
+    if pinned_tokens == 600:  # the 300 tokens neither pinned nor prompt: a run of exactly that
+        assert run.steps == engine.config.max_total_num_tokens - pinned_tokens - 100
+    result = engine.finish_decode_run(run, run.steps)
+    check(engine)
+    if pinned_tokens == 600:  # the pins held while free KV lasted
+        assert engine.free_tokens == 0 and engine.cache.evictable_size == pinned_tokens
+        assert engine.cache.forced_evicted_tokens == 0 and engine.reclaimable_tokens() == 0
+    done = {f.rid: f for f in result.finished}
+    done.update(_run_multi_step(engine, result.end_s))  # the last running request is never retracted for pins
+    assert done["live"].completion_tokens == 400 and done["live"].retractions == 0
+    assert engine.load().retractions_total == 0
+    assert engine.cache.forced_evicted_tokens > 0
+
+
+def test_waiting_request_does_not_count_pinned_cache_as_room() -> None:
+    """Admission sees pinned cache as held: a second request waits for the first to finish."""
+    engine = Engine(EngineConfig(max_total_num_tokens=1000), eviction_key=_pin_owner)
+    engine.submit(req("pin", prompt(500, 1), max_new=1, owner="pinned"), 0.0)
+    _run_multi_step(engine, 0.0)
+    engine.submit(req("a", prompt(100, 2), max_new=300, owner="a"), 1.0)
+    engine.submit(req("b", prompt(100, 3), max_new=300, owner="b"), 1.0)
+    done = _run_multi_step(engine, 1.0)
+    # 500 pinned + a (100 + 300 * 0.7 reserved) leaves no room for b's 100 + 300 while a runs
+    assert done["b"].first_token_s is not None and done["a"].finish_s is not None
+    assert done["b"].first_token_s >= done["a"].finish_s
+    assert engine.load().retractions_total == 0
+    assert engine.cache.forced_evicted_tokens == 0  # enough was free once a finished

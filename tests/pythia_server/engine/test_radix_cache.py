@@ -171,3 +171,80 @@ def _match_on_copy(cache: RadixCache, key: list[int]) -> int:
             copy.insert(path)
         stack.extend((child, path) for child in node.children.values())
     return copy.match_prefix(key).prefix_len
+
+
+def test_reclaimable_size_is_what_eviction_can_free_past_pins() -> None:
+    """Pinned nodes hold their unlocked ancestors too; the count matches an evict-all exactly."""
+    import random
+
+    def key(owners: tuple, last_access: int, now_s: float) -> tuple | None:
+        return None if any(o.startswith("pin") for o in owners) else (last_access,)
+
+    rng = random.Random(7)
+    for trial in range(30):
+        cache = RadixCache(page_size=rng.choice([1, 2]), eviction_key=key)
+        stems = [[rng.randrange(50) for _ in range(rng.randrange(2, 9))] for _ in range(4)]
+        for i in range(25):
+            ids = rng.choice(stems) + [rng.randrange(50) for _ in range(rng.randrange(1, 9))]
+            owner = "pin" if rng.random() < 0.2 else f"o{i}"
+            _, node = cache.insert(ids, owner=owner)
+            if rng.random() < 0.15:
+                cache.inc_lock_ref(node)
+        expected = cache.reclaimable_size(now_s=1.0)
+        assert 0 <= expected <= cache.evictable_size
+        assert cache.evict(10**9, now_s=1.0) == expected, trial
+        assert cache.reclaimable_size(now_s=1.0) == 0
+    plain = RadixCache(page_size=1)
+    plain.insert([1, 2, 3])
+    assert plain.reclaimable_size(0.0) == plain.evictable_size == 3
+
+
+def test_forced_eviction_takes_unpinned_first_then_pinned_lru() -> None:
+    def key(owners: tuple, last_access: int, now_s: float) -> tuple | None:
+        return None if "pinned" in owners else (last_access,)
+
+    cache = RadixCache(page_size=1, eviction_key=key)
+    cache.insert([1, 1, 1], owner="pinned")
+    cache.insert([2, 2, 2], owner="pinned")
+    cache.insert([3, 3, 3], owner="free")
+    assert cache.evict(4, now_s=0.0) == 3  # pins hold without force
+    assert cache.forced_evicted_tokens == 0
+    assert cache.evict(1, now_s=0.0, force=True) == 3
+    assert cache.forced_evicted_tokens == 3
+    assert cache.match_prefix([1, 1, 1]).prefix_len == 0  # the older pinned leaf went
+    assert cache.match_prefix([2, 2, 2]).prefix_len == 3
+
+
+def test_eviction_key_taking_depth_tokens_gets_the_prefix_length_to_the_node_end() -> None:
+    """A key with a ``depth_tokens`` keyword tells a shared role prompt from a deep history."""
+    depths: list[int] = []
+
+    def key(owners: tuple, last_access: int, now_s: float, *, depth_tokens: int) -> tuple | None:
+        depths.append(depth_tokens)
+        return (-depth_tokens,)  # deepest first: histories go before the role prompt
+
+    cache = RadixCache(page_size=2, eviction_key=key)
+    role = [7] * 4
+    cache.insert(role + [1] * 6, owner="s1")  # one node of 10, split at 4 when s2 arrives
+    cache.insert(role + [2] * 2, owner="s2")
+    cache.match_prefix(role + [1] * 6)  # s1's history is now the most recently used
+    assert cache.evict(1, now_s=0.0) == 6  # yet the 10-token-deep leaf goes first
+    assert sorted(depths) == [6, 10]
+    assert cache.peek_prefix_len(role + [1] * 6) == 4
+    assert cache.peek_prefix_len(role + [2] * 2) == 6
+    assert cache.evict(1, now_s=0.0) == 2
+    assert cache.evict(1, now_s=0.0) == 4  # the role prompt last: a 4-token node at depth 4
+    assert depths[-1] == 4 and cache.total_size == 0
+    legacy = RadixCache(page_size=1, eviction_key=lambda owners, last_access, now_s: (last_access,))
+    legacy.insert([1, 2])
+    assert legacy.evict(1) == 2  # a three-argument key is called as before
+
+
+def test_depth_tokens_survive_splits() -> None:
+    cache = RadixCache(page_size=1)
+    _, leaf = cache.insert([1, 2, 3, 4, 5])
+    _, other = cache.insert([1, 2, 9])
+    assert leaf.depth_tokens == 5 and other.depth_tokens == 3
+    assert other.parent is not None and other.parent.depth_tokens == 2
+    assert cache.match_prefix([1, 2, 3, 4]).last_node.depth_tokens == 4
+    assert leaf.depth_tokens == 5 and cache.root.depth_tokens == 0
