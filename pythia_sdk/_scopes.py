@@ -36,14 +36,7 @@ def tracer() -> trace.Tracer:
 
 def session_attributes(tags: AgentTags, framework: str | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW}
-    if tags.workflow:
-        attrs[sc.PYTHIA_WORKFLOW] = tags.workflow
-    if tags.session:
-        attrs[sc.PYTHIA_SESSION] = tags.session
-        attrs[sc.GEN_AI_CONVERSATION_ID] = tags.session
-    if framework:
-        attrs[sc.PYTHIA_FRAMEWORK] = framework
-    return attrs
+    return _with_run_attributes(attrs, tags, framework)
 
 
 def agent_attributes(tags: AgentTags, framework: str | None = None) -> dict[str, Any]:
@@ -53,6 +46,13 @@ def agent_attributes(tags: AgentTags, framework: str | None = None) -> dict[str,
         attrs[sc.PYTHIA_AGENT] = tags.agent
     if tags.parent:
         attrs[sc.PYTHIA_PARENT] = tags.parent
+    return _with_run_attributes(attrs, tags, framework)
+
+
+def _with_run_attributes(
+    attrs: dict[str, Any], tags: AgentTags, framework: str | None
+) -> dict[str, Any]:
+    """``attrs`` plus the workflow, session and framework every scope span carries."""
     if tags.workflow:
         attrs[sc.PYTHIA_WORKFLOW] = tags.workflow
     if tags.session:

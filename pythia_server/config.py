@@ -31,7 +31,7 @@ class GatewayConfig:
     #: Tokens per prefix block hashed for each call (SGLang's page / KV-event block size).
     block_size: int = 64
     #: The policy bundle the gateway drives (``make_policy``: sglang, kvflow, continuum, pythia, ...).
-    policy: str = "sglang"
+    policy: str = "pythia"
     #: Overrides the bundle's router by name (``make_router``); empty: the bundle's own.
     router: str = ""
     #: Request bodies above this are refused with 413, checked while reading.
@@ -39,8 +39,14 @@ class GatewayConfig:
     #: Calls in flight above this are refused with 429.
     max_inflight_requests: int = 4096
     upstream_connect_timeout_s: float = 5.0
-    #: Longest silence between two reads of an upstream response (a stalled replica).
+    #: Longest wait from sending a call to the first byte of its answer's body (a hung replica:
+    #: the call is retried elsewhere, or answered 504, and the replica quarantined).
+    upstream_first_byte_timeout_s: float = 300.0
+    #: Longest silence between two chunks of an upstream answer after its first (a stalled replica).
     upstream_read_timeout_s: float = 300.0
+    #: A quarantined replica is re-probed after this, doubled per strike up to the max.
+    quarantine_base_s: float = 5.0
+    quarantine_max_s: float = 300.0
     upstream_pool_size: int = 256
     #: How often replicas are probed on /health (unhealthy ones come back when it passes).
     health_interval_s: float = 2.0
@@ -83,6 +89,10 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.profiler_min_sessions < 1:
             raise ValueError("profiler_min_sessions must be at least 1")
+        for name in ("upstream_first_byte_timeout_s", "upstream_read_timeout_s", "quarantine_base_s",
+                     "quarantine_max_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.profiler_history_interval_s <= 0:
             raise ValueError("profiler_history_interval_s must be positive")
 

@@ -51,7 +51,12 @@ async def _as_agent(name: str, call: Callable[[], Any]) -> Any:
     tags = AgentTags(base.workflow, base.session, name, None)
     span = tracer().start_span(f"{sc.OP_INVOKE_AGENT} {name}",
                                attributes=agent_attributes(tags, FRAMEWORK))
-    token = set_context(CallContext.of(tags))
+    return await _run_in(CallContext.of(tags), span, call)
+
+
+async def _run_in(ctx: CallContext, span: Any, call: Callable[[], Any]) -> Any:
+    """Await ``call()`` with ``ctx`` and ``span`` current; the span ends with it."""
+    token = set_context(ctx)
     otel_token = otel_context.attach(trace.set_span_in_context(span))
     try:
         return await call()
@@ -123,17 +128,7 @@ def instrument_autogen(target: Any, workflow: str | None = None) -> bool:
     async def run(*args: Any, **kwargs: Any) -> Any:
         """A lone agent's run() does not go through run_stream()."""
         ctx, span = start()
-        token = set_context(ctx)
-        otel_token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            return await original_run(*args, **kwargs)
-        except BaseException as exc:
-            record_error(span, exc)
-            raise
-        finally:
-            otel_context.detach(otel_token)
-            reset_context(token)
-            span.end()
+        return await _run_in(ctx, span, lambda: original_run(*args, **kwargs))
 
     async def run_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         ctx, span = start()

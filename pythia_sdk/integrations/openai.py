@@ -180,15 +180,28 @@ class Chokepoint:
             call.end()
         return result
 
+    # The two wrappers below differ only in awaiting the original; these hold what they
+    # share: instrumentation fails open (logged), the user's call always goes through.
+    def _begin_or_none(self, client: Any, options: Any, stream: bool) -> ModelCall | None:
+        try:
+            return self.begin(client, options, stream)
+        except Exception as exc:
+            log_failure("openai request", exc)
+            return None
+
+    def _finish_or_result(self, call: ModelCall, result: Any) -> Any:
+        try:
+            return self.finish(call, result)
+        except Exception as exc:
+            log_failure("openai response", exc)
+            call.end()
+            return result
+
     def sync_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        begin, finish = self.begin, self.finish
+        begin, finish = self._begin_or_none, self._finish_or_result
 
         def request(self_: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                call = begin(self_, options, bool(kwargs.get("stream")))
-            except Exception as exc:
-                log_failure("openai request", exc)
-                call = None
+            call = begin(self_, options, bool(kwargs.get("stream")))
             if call is None:
                 return original(self_, cast_to, options, *args, **kwargs)
             try:
@@ -196,25 +209,16 @@ class Chokepoint:
             except BaseException as exc:
                 call.end(error=exc)
                 raise
-            try:
-                return finish(call, result)
-            except Exception as exc:
-                log_failure("openai response", exc)
-                call.end()
-                return result
+            return finish(call, result)
 
         request.__pythia_original__ = original  # type: ignore[attr-defined]
         return request
 
     def async_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        begin, finish = self.begin, self.finish
+        begin, finish = self._begin_or_none, self._finish_or_result
 
         async def request(self_: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                call = begin(self_, options, bool(kwargs.get("stream")))
-            except Exception as exc:
-                log_failure("openai request", exc)
-                call = None
+            call = begin(self_, options, bool(kwargs.get("stream")))
             if call is None:
                 return await original(self_, cast_to, options, *args, **kwargs)
             try:
@@ -222,12 +226,7 @@ class Chokepoint:
             except BaseException as exc:
                 call.end(error=exc)
                 raise
-            try:
-                return finish(call, result)
-            except Exception as exc:
-                log_failure("openai response", exc)
-                call.end()
-                return result
+            return finish(call, result)
 
         request.__pythia_original__ = original  # type: ignore[attr-defined]
         return request

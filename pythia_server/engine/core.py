@@ -252,7 +252,8 @@ class Engine:
         preempting = cfg.enable_priority_scheduling and cfg.enable_priority_preemption
         if not self._waiting or (len(self._running) >= cap and not preempting):
             return batch
-        room = self.free_tokens + self.reclaimable_tokens() - self._running.reserved_tokens(self.new_token_ratio)
+        room = self.free_tokens + self.cache.evictable_size - self._running.reserved_tokens(self.new_token_ratio)
+        pins_counted = self.cache.eviction_key is None  # pinned cache left in ``room`` so far
         for req in self._ordered_waiting():
             if input_budget <= 0 or (chunk_budget is not None and chunk_budget <= 0):
                 break
@@ -266,6 +267,12 @@ class Engine:
                 prefix_len, node = match.prefix_len, match.last_node
             extend = len(fill) - prefix_len
             decode_room = min(req.max_new_tokens - req.out, cfg.clip_max_new_tokens)
+            if not pins_counted and extend + decode_room <= room:
+                # room counts pinned cache, which is no room; finding it walks the tree, so
+                # only once a request would need more than the unpinned leaves hold
+                if not self.cache.can_reclaim(extend + decode_room - self._free_room(batch), self._now_s):
+                    room -= self.cache.evictable_size - self.reclaimable_tokens()
+                    pins_counted = True
             if extend + decode_room > room and (batch or self._running):
                 short = extend + decode_room - room
                 if not (preempting and self._preempt_for(req, short, need_slot=False)):
@@ -274,6 +281,7 @@ class Engine:
                     self.free_tokens + self.reclaimable_tokens() - self._running.reserved_tokens(self.new_token_ratio)
                     - sum(take + min(r.max_new_tokens - r.out, cfg.clip_max_new_tokens) for r, take, _ in batch)
                 )
+                pins_counted = True
             if extend > input_budget and batch:
                 break
             take = extend if chunk_budget is None or extend <= chunk_budget else self._chunk_take(extend, chunk_budget)
@@ -296,6 +304,15 @@ class Engine:
                 self._chunked = req
                 break
         return batch
+
+    def _free_room(self, batch: list[tuple[Req, int, int]]) -> int:
+        """Free KV less the decode reservations of the running requests and of ``batch``.
+
+        What a request needs beyond it must come from cache that pins leave evictable.
+        """
+        clip = self.config.clip_max_new_tokens
+        return (self.free_tokens - self._running.reserved_tokens(self.new_token_ratio)
+                - sum(min(r.max_new_tokens - r.out, clip) for r, _, _ in batch))
 
     def _preempt_for(self, req: Req, tokens: float, need_slot: bool) -> bool:
         """Displace less urgent running requests so ``req`` fits; they return to the queue."""
@@ -417,7 +434,7 @@ class Engine:
         size = len(self._running)
         steps = min(max_decode_steps, self._running.steps_to_next_finish())
         free = self.free_tokens
-        if free < size * steps:  # pinned cache is no headroom: count only what eviction can free
+        if not self.cache.can_reclaim(size * steps - free, now_s):  # pinned cache is no headroom
             steps = min(steps, (free + self.reclaimable_tokens(now_s)) // size)
         if steps < 2:
             decoding, retracted = self._prepare_decode()

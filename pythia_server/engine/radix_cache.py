@@ -331,6 +331,26 @@ class RadixCache:
             self._listener(BlockRemoved(removed))
         return freed
 
+    def can_reclaim(self, num_tokens: int, now_s: float) -> bool:
+        """Whether ``evict`` could free ``num_tokens`` at ``now_s``, asking as few keys as it can.
+
+        Unpinned leaves are a lower bound, usually plenty when the cache is full; only
+        when they fall short is the exact ``reclaimable_size`` walked.
+        """
+        if num_tokens <= 0:
+            return True
+        if num_tokens > self.evictable_size:
+            return False
+        if self.eviction_key is None:
+            return True
+        found = 0
+        for leaf in self._leaves:
+            if self.hint_key(leaf, now_s) is not None:
+                found += len(leaf.key)
+                if found >= num_tokens:
+                    return True
+        return self.reclaimable_size(now_s) >= num_tokens
+
     def reclaimable_size(self, now_s: float) -> int:
         """Tokens ``evict`` could free at ``now_s``: ``evictable_size`` less what pins hold.
 

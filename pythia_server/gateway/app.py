@@ -119,7 +119,11 @@ class Gateway:
                                      connect_timeout_s=self.config.upstream_connect_timeout_s,
                                      read_timeout_s=self.config.upstream_read_timeout_s)
         self.pool = ReplicaPool(self.backends, self._session, health_interval_s=self.config.health_interval_s,
-                                health_timeout_s=self.config.health_timeout_s)
+                                health_timeout_s=self.config.health_timeout_s,
+                                first_byte_timeout_s=self.config.upstream_first_byte_timeout_s,
+                                read_timeout_s=self.config.upstream_read_timeout_s,
+                                quarantine_base_s=self.config.quarantine_base_s,
+                                quarantine_max_s=self.config.quarantine_max_s)
         self.driver = PolicyDriver(self.bundle, self.pool, self.config.block_size, KvEventHub())
         self.pool.on_ready = self.driver.replica_ready
         self.pool.on_down = self.driver.replica_down

@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--dry-run", action="store_true", help="print the replica launch commands and exit")
     parser.add_argument("--block-size", type=int, default=None, help="tokens per prefix block hash (default 64)")
     parser.add_argument("--policy", default=None,
-                        help="policy bundle to drive: sglang (default: round robin, FCFS, LRU), sglang-router, "
-                             "autellix, kvflow, continuum, dynamo-kv, pythia, ... (see docs/policies.md)")
+                        help="policy bundle to drive: pythia (default), sglang (round robin, FCFS, LRU), sglang-router, "
+                             "autellix, kvflow, continuum, dynamo-kv, ... (see docs/policies.md)")
     parser.add_argument("--router", default=None, help="override the policy's router by name (e.g. round_robin)")
     parser.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
                         help="end a session after this long without calls (default 600)")

@@ -13,6 +13,9 @@ module does it on the wall clock, call for call in the same order:
   replica at ``at_s`` (an asyncio timer), sent only with headroom and when the index does
   not already show the prefix there, counted, and reported back through the policy's
   optional ``on_prefetch_result(action, sent)``;
+- ``engine_session``: a call (and a warm) carries its session tag as SGLang's top-level
+  ``session_id`` to replicas running ``--enable-session-radix-cache``, so the engine holds
+  the session's KV until it is closed;
 - ``end_session``: cache hints are told, and replicas that served the session and run
   SGLang's session radix cache get ``/close_session``.
 
@@ -210,6 +213,18 @@ class PolicyDriver:
             bundle.cache_hints.on_start(call, replica_id, now_s)
         return priority
 
+    def engine_session(self, call: CallInfo, replica_id: str) -> str | None:
+        """The ``session_id`` to send with ``call`` to ``replica_id`` (None: send none).
+
+        Only replicas running SGLang's session radix cache get one: there it tags the call's
+        KV for the session until ``/close_session`` (``end_session``), which is sent to every
+        replica ``started`` recorded for the session.
+        """
+        session = call.tags.session
+        if session and self.supports(replica_id, "session_radix_cache"):
+            return session
+        return None
+
     def finished(self, outcome: CallOutcome, now_s: float) -> None:
         """Tell every policy once; schedule the warms the cache hints ask for."""
         bundle = self.bundle
@@ -311,7 +326,12 @@ class PolicyDriver:
             self.warms.dropped += 1  # no headroom: a warm must not evict what running calls need
             return False
         rid = f"pythia-warm-{next(self._ids)}"
-        if not await replica.client.warm(ids, rid=rid):
+        session_id = None
+        live = self._sessions.get(action.owner.session) if action.owner.session else None
+        if live is not None and self.supports(action.replica_id, "session_radix_cache"):
+            session_id = action.owner.session
+            live[0].add(action.replica_id)  # so end_session closes it there too
+        if not await replica.client.warm(ids, rid=rid, session_id=session_id):
             self.warms.dropped += 1
             return False
         self.warms.sent += 1

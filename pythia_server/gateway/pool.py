@@ -4,6 +4,12 @@ The pool is the gateway's own view: outstanding requests and tokens it tracks as
 start and finish, health from its probes (and from the supervisor's state changes when
 replicas are spawned), and the models each replica serves. Routers see it as
 :class:`ReplicaView` values; they never see the pool.
+
+A replica that hangs or answers garbage is *quarantined*: unhealthy, and not probed again
+until its backoff has passed (``quarantine_base_s``, doubled per strike up to
+``quarantine_max_s``); a passing probe then lets it back in, a failing one re-quarantines
+it with the next backoff. A call it serves successfully clears its strikes; a supervisor
+reporting it ready again (a restarted process) clears its quarantine.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -44,6 +51,11 @@ class Replica:
     loads_supported: bool = True
     #: ``FeatureSet.as_dict()`` from its ``/server_info`` (None: not read, or not SGLang).
     features: dict[str, object] | None = None
+    #: Quarantines in a row without a successful call since; next probe not before this
+    #: (``time.monotonic()``; None: not quarantined).
+    strikes: int = 0
+    quarantined_until: float | None = None
+    quarantines: int = 0
 
     def view(self) -> ReplicaView:
         total = self.engine_total_kv_tokens or 0
@@ -61,17 +73,25 @@ class Replica:
                 "outstanding_tokens": self.outstanding_tokens, "served": self.served,
                 "failures": self.failures, "engine_waiting_requests": self.engine_waiting_requests,
                 "engine_total_kv_tokens": self.engine_total_kv_tokens,
-                "engine_used_kv_tokens": self.engine_used_kv_tokens, "features": self.features}
+                "engine_used_kv_tokens": self.engine_used_kv_tokens, "features": self.features,
+                "quarantined": self.quarantined_until is not None, "quarantines": self.quarantines,
+                "strikes": self.strikes}
 
 
 class ReplicaPool:
     """Replicas by id; health probed every ``health_interval_s`` in the background."""
 
     def __init__(self, replicas: Iterable[tuple[str, str]], session: aiohttp.ClientSession, *,
-                 health_interval_s: float = 2.0, health_timeout_s: float = 2.0) -> None:
+                 health_interval_s: float = 2.0, health_timeout_s: float = 2.0,
+                 first_byte_timeout_s: float | None = None, read_timeout_s: float | None = None,
+                 quarantine_base_s: float = 5.0, quarantine_max_s: float = 300.0) -> None:
         self._session = session
         self._interval_s = health_interval_s
         self._timeout_s = health_timeout_s
+        self._first_byte_timeout_s = first_byte_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._quarantine_base_s = quarantine_base_s
+        self._quarantine_max_s = quarantine_max_s
         self._replicas: dict[str, Replica] = {}
         for replica_id, url in replicas:
             self.add(replica_id, url)
@@ -83,7 +103,9 @@ class ReplicaPool:
     def add(self, replica_id: str, url: str) -> Replica:
         if replica_id in self._replicas:
             raise ValueError(f"replica {replica_id!r} already in the pool")
-        replica = Replica(replica_id, url, SGLangClient(url, self._session, probe_timeout_s=self._timeout_s))
+        client = SGLangClient(url, self._session, probe_timeout_s=self._timeout_s,
+                              first_byte_timeout_s=self._first_byte_timeout_s, read_timeout_s=self._read_timeout_s)
+        replica = Replica(replica_id, url, client)
         self._replicas[replica_id] = replica
         return replica
 
@@ -139,6 +161,8 @@ class ReplicaPool:
             replica.served += 1
             if not ok:
                 replica.failures += 1
+            elif replica.quarantined_until is None:
+                replica.strikes = 0
 
     # -- health -----------------------------------------------------------------------------
 
@@ -152,17 +176,33 @@ class ReplicaPool:
             replica.healthy = False
             replica.reason = reason
 
+    def quarantine(self, replica_id: str, reason: str) -> float:
+        """Take a hung or garbling replica out until its backoff passes; returns the backoff (s)."""
+        replica = self._replicas.get(replica_id)
+        if replica is None:
+            return 0.0
+        replica.strikes += 1
+        replica.quarantines += 1
+        backoff_s = min(self._quarantine_base_s * 2 ** (replica.strikes - 1), self._quarantine_max_s)
+        replica.quarantined_until = time.monotonic() + backoff_s
+        self.mark_unhealthy(replica_id, f"quarantined for {backoff_s:g}s: {reason}")
+        return backoff_s
+
     def set_health(self, replica_id: str, healthy: bool, reason: str) -> None:
         """Told by a supervisor; a replica turning healthy gets its models refreshed."""
         replica = self._replicas.get(replica_id)
         if replica is None:
             return
+        if healthy:
+            replica.quarantined_until = None  # a (re)started process starts clean
+            replica.strikes = 0
         if healthy and not replica.healthy:
             asyncio.get_running_loop().create_task(self.probe(replica))
         elif not healthy:
             self.mark_unhealthy(replica_id, reason)
 
     async def probe(self, replica: Replica) -> bool:
+        quarantined = replica.quarantined_until is not None
         ok = await replica.client.health()
         if ok and (not replica.healthy or not replica.models):
             try:
@@ -184,6 +224,11 @@ class ReplicaPool:
         replica.healthy = ok
         if ok:
             replica.reason = "ok"
+            if quarantined:
+                log.info("replica %s (%s) passed its probe and leaves quarantine", replica.replica_id, replica.url)
+                replica.quarantined_until = None
+        elif quarantined:
+            self.quarantine(replica.replica_id, "its health probe failed after quarantine")
         elif replica.reason in ("ok", "not probed yet"):
             replica.reason = "health probe failed"
         return ok
@@ -216,7 +261,10 @@ class ReplicaPool:
         replica.engine_used_kv_tokens = total("num_used_tokens")
 
     async def probe_all(self) -> None:
-        await asyncio.gather(*(self.probe(r) for r in list(self._replicas.values())))
+        """Probe every replica, except quarantined ones whose backoff has not passed."""
+        now = time.monotonic()
+        due = [r for r in self._replicas.values() if r.quarantined_until is None or r.quarantined_until <= now]
+        await asyncio.gather(*(self.probe(r) for r in due))
 
     async def _probe_loop(self) -> None:
         while True:

@@ -168,7 +168,6 @@ def _fail(exc: Exception) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from pythia_server.replay.arrivals import apply_arrivals
     from pythia_server.replay.converters.chatdev import (
         ChatDevOptions,
         convert_chatdev,
@@ -181,7 +180,6 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     from pythia_server.replay.converters.mooncake import convert_mooncake
     from pythia_server.replay.transforms import first_sessions, replicate_sessions
-    from pythia_server.replay.workload import save_workload
 
     try:
         if args.block_size is not None and args.block_size <= 0:
@@ -206,29 +204,21 @@ def run_convert(args: argparse.Namespace) -> int:
         if args.sessions is not None:
             requests = first_sessions(requests, args.sessions)
         requests = replicate_sessions(requests, args.copies)
-        requests = apply_arrivals(requests, _arrival_process(args))
-        save_workload(requests, args.output)
     except (ValueError, OSError) as exc:
         _fail(exc)
-    _report(requests, args.output)
-    return 0
+    return _save(requests, args)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from pythia_server.replay.arrivals import apply_arrivals
     from pythia_server.replay.generators import GENERATORS
-    from pythia_server.replay.workload import save_workload
 
     try:
         if args.sessions <= 0:
             raise ValueError("--sessions must be positive")
         requests = GENERATORS[args.kind](args.sessions, args.seed)
-        requests = apply_arrivals(requests, _arrival_process(args))
-        save_workload(requests, args.output)
     except (ValueError, OSError) as exc:
         _fail(exc)
-    _report(requests, args.output)
-    return 0
+    return _save(requests, args)
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -244,6 +234,20 @@ def run_stats(args: argparse.Namespace) -> int:
             print(json.dumps(row.as_dict()))
     else:
         print(format_table(rows))
+    return 0
+
+
+def _save(requests: list[Any], args: argparse.Namespace) -> int:
+    """Re-time whole sessions by the arrival options, write OUT and say what was written."""
+    from pythia_server.replay.arrivals import apply_arrivals
+    from pythia_server.replay.workload import save_workload
+
+    try:
+        requests = apply_arrivals(requests, _arrival_process(args))
+        save_workload(requests, args.output)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    _report(requests, args.output)
     return 0
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ __all__ = [
     "MOONCAKE_BLOCK_SIZE",
     "WorkloadError",
     "WorkloadRequest",
+    "json_lines",
     "load_workload",
     "ms_from_s",
     "prompt_token_ids",
@@ -122,6 +123,19 @@ def session_key(request: WorkloadRequest) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
+def json_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded value) of each non-blank line of a JSON-lines file; a line
+    that is not JSON is a :class:`WorkloadError` naming ``path`` and the line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise WorkloadError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        yield number, value
+
+
 def load_workload(
     path: str | Path, *, block_size: int | None = None
 ) -> list[WorkloadRequest]:
@@ -136,13 +150,7 @@ def load_workload(
     except OSError as exc:
         raise WorkloadError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     rows: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+    for number, row in json_lines(path, lines):
         if not isinstance(row, dict):
             raise WorkloadError(f"{path}:{number}: a row must be a JSON object")
         rows.append((number, row))

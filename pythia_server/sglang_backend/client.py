@@ -6,10 +6,17 @@ over a shared, pooled ``aiohttp`` session (measured about 5x cheaper per request
 httpx here) and translates aiohttp's errors into :mod:`pythia_server.errors` at this
 boundary: connection refused -> :class:`UpstreamUnavailableError`, a timeout ->
 :class:`UpstreamTimeoutError`, anything else broken -> :class:`UpstreamError`.
+
+Two upstream timeouts catch a replica that hangs: the *first-byte* timeout bounds the wait
+from sending a request to the first byte of its answer's body (headers alone do not count:
+SGLang sends a stream's headers at once, before prefill), and the *inter-chunk* timeout
+bounds each silence after that. A client built without them leaves both to the session's
+own ``sock_read`` timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,13 +45,24 @@ __all__ = [
 _GATEWAY_ONLY_KEYS = ("nvext",)
 
 
+def _set_session(payload: dict[str, Any], session_id: str | None) -> None:
+    """SGLang's top-level ``session_id`` (0.5.23 ``GenerateReqInput``, ``ChatCompletionRequest``,
+    ``CompletionRequest``): with ``--enable-session-radix-cache`` the request's KV is tagged
+    with the session and held until ``/close_session``; the prompt is sent whole and used as
+    is. A caller's own ``session_id`` or ``session_params`` wins (SGLang refuses both set).
+    """
+    if session_id and "session_id" not in payload and "session_params" not in payload:
+        payload["session_id"] = session_id
+
+
 def build_openai_payload(body: Mapping[str, Any], *, rid: str, include_usage: bool,
-                         priority: int | None = None) -> dict[str, Any]:
+                         priority: int | None = None, session_id: str | None = None) -> dict[str, Any]:
     """The body sent to a replica's ``/v1/chat/completions`` or ``/v1/completions``.
 
     ``nvext`` is stripped; ``rid`` (SGLang's request id, so ``/abort_request`` can name
     it) is set; a streaming request asks for ``stream_options.include_usage`` so token
-    counts are known; ``priority`` is SGLang's field (only with priority scheduling on).
+    counts are known; ``priority`` is SGLang's field (only with priority scheduling on);
+    ``session_id`` only to replicas running the session radix cache (see ``_set_session``).
     """
     payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY_KEYS}
     payload["rid"] = rid
@@ -54,20 +72,23 @@ def build_openai_payload(body: Mapping[str, Any], *, rid: str, include_usage: bo
         payload["stream_options"] = options
     if priority is not None:
         payload["priority"] = priority
+    _set_session(payload, session_id)
     return payload
 
 
-def build_generate_payload(body: Mapping[str, Any], *, rid: str,
-                           priority: int | None = None) -> dict[str, Any]:
+def build_generate_payload(body: Mapping[str, Any], *, rid: str, priority: int | None = None,
+                           session_id: str | None = None) -> dict[str, Any]:
     """The body sent to a replica's native ``/generate`` (``nvext`` stripped, ``rid`` set)."""
     payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY_KEYS}
     payload["rid"] = rid
     if priority is not None:
         payload["priority"] = priority
+    _set_session(payload, session_id)
     return payload
 
 
-def build_warm_payload(input_ids: Sequence[int], *, rid: str, priority: int | None = None) -> dict[str, Any]:
+def build_warm_payload(input_ids: Sequence[int], *, rid: str, priority: int | None = None,
+                       session_id: str | None = None) -> dict[str, Any]:
     """A prefill-only ``/generate`` request: the prompt enters the radix cache, nothing is decoded.
 
     SGLang 0.5 accepts ``max_new_tokens: 0`` for exactly this; used to warm a prefix on
@@ -76,6 +97,7 @@ def build_warm_payload(input_ids: Sequence[int], *, rid: str, priority: int | No
     payload: dict[str, Any] = {"input_ids": list(input_ids), "sampling_params": {"max_new_tokens": 0}, "rid": rid}
     if priority is not None:
         payload["priority"] = priority
+    _set_session(payload, session_id)
     return payload
 
 
@@ -101,20 +123,52 @@ def make_session(*, pool_size: int = 256, connect_timeout_s: float = 5.0,
 
 @dataclass(slots=True)
 class UpstreamResponse:
-    """An open upstream response: status and headers known, body not yet read."""
+    """An open upstream response: status and headers known, body not yet read.
+
+    ``first_byte_deadline`` (event-loop time) bounds the wait for the body's first chunk,
+    ``read_timeout_s`` each later silence (None: no bound of ours). :meth:`start` reads the
+    first chunk early, so a hung replica is found before anything reaches the client.
+    """
 
     status: int
     content_type: str
     _response: aiohttp.ClientResponse
+    first_byte_deadline: float | None = None
+    read_timeout_s: float | None = None
+    _first: bytes | None = None
+    _chunks: AsyncIterator[bytes] | None = None
+    _started: bool = False
+
+    async def _next_chunk(self) -> bytes | None:
+        """The next body chunk within its timeout (None at the end of the body)."""
+        if self._chunks is None:
+            self._chunks = self._response.content.iter_any()
+        if self._started:
+            timeout, what = self.read_timeout_s, "the replica stalled mid-answer"
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        else:
+            deadline, what = self.first_byte_deadline, "the replica sent no answer in time"
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            chunk = None
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(what) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"the replica's answer broke off: {exc}") from exc
+        self._started = True
+        return chunk
+
+    async def start(self) -> None:
+        """Wait for the body's first chunk (within the first-byte timeout) and keep it."""
+        if not self._started:
+            self._first = await self._next_chunk()
 
     async def read(self) -> bytes:
         """The whole body; the connection goes back to the pool."""
         try:
-            return await self._response.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError("the replica did not finish its response in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"the replica's response broke off: {exc}") from exc
+            return b"".join([chunk async for chunk in self.iter_chunks()])
         finally:
             self._response.release()
 
@@ -126,14 +180,15 @@ class UpstreamResponse:
             raise UpstreamError("the replica answered with something that is not JSON") from exc
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive."""
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError("the replica stalled mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"the replica's stream broke off: {exc}") from exc
+        """Body bytes as they arrive (each read bounded by the timeouts)."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        while True:
+            chunk = await self._next_chunk()
+            if chunk is None:
+                return
+            yield chunk
 
     def close(self) -> None:
         """Drop the connection (on the engine, this aborts a request still running)."""
@@ -144,27 +199,46 @@ class UpstreamResponse:
 
 
 class SGLangClient:
-    """One replica's HTTP API. Cheap to create; the session is shared and owned elsewhere."""
+    """One replica's HTTP API. Cheap to create; the session is shared and owned elsewhere.
+
+    ``first_byte_timeout_s`` / ``read_timeout_s``: see the module docstring; when given,
+    they replace the session's ``sock_read`` for :meth:`post`.
+    """
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *,
-                 probe_timeout_s: float = 2.0) -> None:
+                 probe_timeout_s: float = 2.0, first_byte_timeout_s: float | None = None,
+                 read_timeout_s: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
+        self.first_byte_timeout_s = first_byte_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._post_timeout: aiohttp.ClientTimeout | None = None
+        if first_byte_timeout_s is not None or read_timeout_s is not None:
+            self._post_timeout = aiohttp.ClientTimeout(total=None, connect=session.timeout.connect, sock_read=None)
 
     async def post(self, path: str, payload: Mapping[str, Any],
                    headers: Mapping[str, str] | None = None) -> UpstreamResponse:
         """Send ``payload`` and return once the status line and headers are in."""
         url = self.base_url + path
+        deadline = None
+        if self.first_byte_timeout_s is not None:
+            deadline = asyncio.get_running_loop().time() + self.first_byte_timeout_s
         try:
-            response = await self._session.post(url, json=payload, headers=headers)
+            async with asyncio.timeout_at(deadline):
+                if self._post_timeout is None:
+                    response = await self._session.post(url, json=payload, headers=headers)
+                else:
+                    response = await self._session.post(url, json=payload, headers=headers,
+                                                        timeout=self._post_timeout)
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"replica {self.base_url} did not answer in time") from exc
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
             raise UpstreamUnavailableError(f"replica {self.base_url} is unreachable: {exc}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"replica {self.base_url} failed: {exc}") from exc
-        return UpstreamResponse(response.status, response.content_type, response)
+        return UpstreamResponse(response.status, response.content_type, response,
+                                first_byte_deadline=deadline, read_timeout_s=self.read_timeout_s)
 
     async def _get_json(self, path: str) -> Any:
         try:
@@ -206,10 +280,12 @@ class SGLangClient:
         response.release()
         return response.status == 200
 
-    async def warm(self, input_ids: Sequence[int], *, rid: str, priority: int | None = None) -> bool:
+    async def warm(self, input_ids: Sequence[int], *, rid: str, priority: int | None = None,
+                   session_id: str | None = None) -> bool:
         """Send a prefill-only request and wait for it (True when the engine accepted it)."""
         try:
-            response = await self.post("/generate", build_warm_payload(input_ids, rid=rid, priority=priority))
+            response = await self.post("/generate", build_warm_payload(input_ids, rid=rid, priority=priority,
+                                                                       session_id=session_id))
             await response.read()
         except UpstreamError:
             return False

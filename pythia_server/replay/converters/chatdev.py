@@ -38,14 +38,18 @@ Assumptions, each also in docs/workloads.md:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pythia_server.replay.blocks import HashIdAllocator, SharedPrefixes, extend_prompt
-from pythia_server.replay.workload import WorkloadError, WorkloadRequest, ms_from_s
+from pythia_server.replay.workload import (
+    WorkloadError,
+    WorkloadRequest,
+    json_lines,
+    ms_from_s,
+)
 
 __all__ = ["ChatDevOptions", "convert_chatdev", "read_chatdev"]
 
@@ -64,15 +68,8 @@ def read_chatdev(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ChatDev calls file, each checked for the fields the converter reads."""
     rows: list[dict[str, Any]] = []
     path = Path(path)
-    for number, line in enumerate(
-        path.read_text(encoding="utf-8").splitlines(), start=1
-    ):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, row in json_lines(path, lines):
         for name in (
             "workflow",
             "t_send",

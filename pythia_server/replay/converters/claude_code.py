@@ -39,7 +39,6 @@ Assumptions, each also in docs/workloads.md:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,7 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from pythia_server.replay.blocks import HashIdAllocator, SharedPrefixes, extend_prompt
-from pythia_server.replay.workload import WorkloadError, WorkloadRequest, ms_from_s
+from pythia_server.replay.workload import (
+    WorkloadError,
+    WorkloadRequest,
+    json_lines,
+    ms_from_s,
+)
 
 __all__ = ["ClaudeCodeOptions", "convert_claude_code", "read_claude_code"]
 
@@ -79,15 +83,8 @@ def read_claude_code(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a Claude Code calls file, each checked for the fields the converter reads."""
     path = Path(path)
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(
-        path.read_text(encoding="utf-8").splitlines(), start=1
-    ):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, row in json_lines(path, lines):
         missing = [
             n for n in _REQUIRED if not isinstance(row, dict) or row.get(n) is None
         ]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pythia_server.replay.blocks import HashIdAllocator, SharedPrefixes, extend_prompt
 from pythia_server.replay.workload import WorkloadRequest
 
-__all__ = ["Conversation", "QuantileTable", "SessionBuilder"]
+__all__ = ["Conversation", "QuantileTable", "SessionBuilder", "build_sessions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +133,28 @@ class SessionBuilder:
             )
         )
         return request_id
+
+
+def build_sessions(
+    sessions: int,
+    seed: int,
+    *,
+    id_prefix: str,
+    workflow_type: str,
+    block_size: int,
+    session: Callable[[SessionBuilder, random.Random], None],
+) -> list[WorkloadRequest]:
+    """Run ``session`` once per session, all drawing from one ``random.Random(seed)`` and
+    one hash-id space (so role prompts shared across sessions get the same ids); session
+    ids are ``{id_prefix}-{seed}-{index}``."""
+    rng = random.Random(seed)
+    allocator = HashIdAllocator()
+    shared = SharedPrefixes(allocator, block_size)
+    out: list[WorkloadRequest] = []
+    for index in range(sessions):
+        builder = SessionBuilder(
+            f"{id_prefix}-{seed}-{index}", workflow_type, block_size, allocator, shared
+        )
+        session(builder, rng)
+        out.extend(builder.requests)
+    return out

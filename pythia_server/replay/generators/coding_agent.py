@@ -37,11 +37,11 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pythia_server.replay.blocks import HashIdAllocator, SharedPrefixes
 from pythia_server.replay.generators._common import (
     Conversation,
     QuantileTable,
     SessionBuilder,
+    build_sessions,
 )
 from pythia_server.replay.workload import WorkloadRequest
 
@@ -108,21 +108,14 @@ def generate_coding_agent(
         raise ValueError(
             "need sessions > 0, context_scale > 0 and max_context > max_output_tokens"
         )
-    rng = random.Random(seed)
-    allocator = HashIdAllocator()
-    shared = SharedPrefixes(allocator, params.block_size)
-    out: list[WorkloadRequest] = []
-    for index in range(sessions):
-        builder = SessionBuilder(
-            f"coding-{seed}-{index}",
-            WORKFLOW_TYPE,
-            params.block_size,
-            allocator,
-            shared,
-        )
-        _session(builder, rng, params)
-        out.extend(builder.requests)
-    return out
+    return build_sessions(
+        sessions,
+        seed,
+        id_prefix="coding",
+        workflow_type=WORKFLOW_TYPE,
+        block_size=params.block_size,
+        session=lambda builder, rng: _session(builder, rng, params),
+    )
 
 
 def _session(
@@ -138,25 +131,16 @@ def _session(
         output = _output(OUTPUT_TOKENS, rng, params)
         limit = params.max_context - output
         if k == 0:
-            input_length = min(
-                limit, system + max(1, round(FIRST_EXTRA_TOKENS.sample(rng) * scale))
-            )
+            first = system + max(1, round(FIRST_EXTRA_TOKENS.sample(rng) * scale))
+            input_length = min(limit, first)
             hash_ids = builder.prompt(
                 conversation, system, input_length, base=system_ids
             )
         else:
-            input_length = conversation.tokens + round(
-                GROWTH_TOKENS.sample(rng) * scale
+            grown = conversation.tokens + round(GROWTH_TOKENS.sample(rng) * scale)
+            input_length, hash_ids = _grow(
+                builder, conversation, grown, limit, system, system_ids, params
             )
-            if input_length > limit:  # compaction: system + summary
-                input_length = min(limit, system + params.compact_tokens)
-                hash_ids = builder.prompt(
-                    conversation, system, input_length, base=system_ids
-                )
-            else:
-                hash_ids = builder.prompt(
-                    conversation, conversation.tokens, input_length
-                )
         wait_s = (USER_WAIT_S if ended_turn else TOOL_WAIT_S).sample(
             rng
         ) * params.wait_scale
@@ -197,18 +181,10 @@ def _subagent(
             )
             wait_ms = 0.0
         else:
-            input_length = conversation.tokens + round(
-                SUB_GROWTH_TOKENS.sample(rng) * scale
+            grown = conversation.tokens + round(SUB_GROWTH_TOKENS.sample(rng) * scale)
+            input_length, hash_ids = _grow(
+                builder, conversation, grown, limit, system, system_ids, params
             )
-            if input_length > limit:
-                input_length = min(limit, system + params.compact_tokens)
-                hash_ids = builder.prompt(
-                    conversation, system, input_length, base=system_ids
-                )
-            else:
-                hash_ids = builder.prompt(
-                    conversation, conversation.tokens, input_length
-                )
             wait_ms = SUB_WAIT_S.sample(rng) * params.wait_scale * 1000.0
         previous = builder.call(
             params.subagent_type,
@@ -221,6 +197,25 @@ def _subagent(
             parent_agent="main",
         )
     return previous
+
+
+def _grow(
+    builder: SessionBuilder,
+    conversation: Conversation,
+    input_length: int,
+    limit: int,
+    system: int,
+    system_ids: tuple[int, ...],
+    params: CodingAgentParams,
+) -> tuple[int, tuple[int, ...]]:
+    """The next prompt extends the last one, unless it would pass ``limit``: then the
+    agent compacts to system + summary, as Claude Code does near its context limit."""
+    if input_length > limit:
+        compacted = min(limit, system + params.compact_tokens)
+        return compacted, builder.prompt(
+            conversation, system, compacted, base=system_ids
+        )
+    return input_length, builder.prompt(conversation, conversation.tokens, input_length)
 
 
 def _output(table: QuantileTable, rng: random.Random, params: CodingAgentParams) -> int:

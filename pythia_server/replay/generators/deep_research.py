@@ -30,8 +30,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pythia_server.replay.blocks import HashIdAllocator, SharedPrefixes
-from pythia_server.replay.generators._common import Conversation, SessionBuilder
+from pythia_server.replay.generators._common import (
+    Conversation,
+    SessionBuilder,
+    build_sessions,
+)
 from pythia_server.replay.workload import WorkloadRequest
 
 __all__ = ["DeepResearchParams", "generate_deep_research"]
@@ -66,21 +69,14 @@ def generate_deep_research(
         raise ValueError("need sessions > 0 and 1 <= min_searchers <= max_searchers")
     if not (1 <= params.min_rounds <= params.max_rounds):
         raise ValueError("need 1 <= min_rounds <= max_rounds")
-    rng = random.Random(seed)
-    allocator = HashIdAllocator()
-    shared = SharedPrefixes(allocator, params.block_size)
-    out: list[WorkloadRequest] = []
-    for index in range(sessions):
-        builder = SessionBuilder(
-            f"research-{seed}-{index}",
-            WORKFLOW_TYPE,
-            params.block_size,
-            allocator,
-            shared,
-        )
-        _session(builder, rng, params)
-        out.extend(builder.requests)
-    return out
+    return build_sessions(
+        sessions,
+        seed,
+        id_prefix="research",
+        workflow_type=WORKFLOW_TYPE,
+        block_size=params.block_size,
+        session=lambda builder, rng: _session(builder, rng, params),
+    )
 
 
 def _between(rng: random.Random, bounds: tuple[int, int]) -> int:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pythia_server.replay.blocks import HashIdAllocator, SharedPrefixes
 from pythia_server.replay.generators._common import (
     Conversation,
     QuantileTable,
     SessionBuilder,
+    build_sessions,
 )
 from pythia_server.replay.workload import WorkloadRequest
 
@@ -68,21 +68,14 @@ def generate_writer_reviewer(
     params = params or WriterReviewerParams()
     if sessions <= 0:
         raise ValueError("sessions must be positive")
-    rng = random.Random(seed)
-    allocator = HashIdAllocator()
-    shared = SharedPrefixes(allocator, params.block_size)
-    out: list[WorkloadRequest] = []
-    for index in range(sessions):
-        builder = SessionBuilder(
-            f"review-{seed}-{index}",
-            WORKFLOW_TYPE,
-            params.block_size,
-            allocator,
-            shared,
-        )
-        _session(builder, rng, params)
-        out.extend(builder.requests)
-    return out
+    return build_sessions(
+        sessions,
+        seed,
+        id_prefix="review",
+        workflow_type=WORKFLOW_TYPE,
+        block_size=params.block_size,
+        session=lambda builder, rng: _session(builder, rng, params),
+    )
 
 
 def _session(

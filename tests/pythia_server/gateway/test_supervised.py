@@ -34,7 +34,7 @@ async def eventually(condition, timeout_s: float = 30.0) -> bool:  # type: ignor
 
 async def test_a_dead_replica_is_restarted_and_served_again(tmp_path: Path) -> None:
     specs = sim_replica_specs(2, extra_args=["--speedup", "100", "--model", "sim-model"], log_dir=tmp_path / "logs")
-    config = GatewayConfig(db_path=str(tmp_path / "p.db"), port=0, health_interval_s=0.2)
+    config = GatewayConfig(db_path=str(tmp_path / "p.db"), port=0, health_interval_s=0.2, policy="sglang")
     app = build_app(config, [(s.replica_id, s.url) for s in specs])
     gateway = app.state.gateway
 
