@@ -27,18 +27,13 @@ from pythia_server.replay.arrivals import PoissonArrivals, apply_arrivals
 from pythia_server.replay.bench import format_table, workflow_graphs
 from pythia_server.replay.metrics import ideal_jct_s, summarize
 from pythia_server.replay.runner import ReplayConfig, ReplayRunner
-from pythia_server.replay.transforms import first_sessions, replicate_sessions
-from pythia_server.replay.workload import load_workload, session_key, session_keys
+from pythia_server.replay.transforms import resize_sessions, split_sessions
+from pythia_server.replay.workload import load_workload, session_keys
 
 DEFAULT_POLICIES = (
     "sglang,sglang-router,autellix,kvflow,continuum,dynamo-kv,"
     "pythia,pythia-weighted,pythia-no-warm,pythia-no-retention,pythia-no-priority,pythia-no-lookahead"
 )
-
-
-def _resize(requests: list, sessions: int) -> list:  # type: ignore[type-arg]
-    have = len(session_keys(requests))
-    return first_sessions(replicate_sessions(requests, -(-sessions // have)), sessions)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,15 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train-fraction must be within (0, 1)")
 
     requests = load_workload(args.workload, block_size=args.trace_block_size)
-    keys = session_keys(requests)
-    train_keys = set(keys[: max(1, int(len(keys) * args.train_fraction))])
-    train = [r for r in requests if session_key(r) in train_keys]
-    test = [r for r in requests if session_key(r) not in train_keys]
+    train, test = split_sessions(requests, args.train_fraction)
     if not test:
         parser.error("the test split is empty")
     if args.sessions:  # split first, then replicate each side: the test split stays unseen
-        train = _resize(train, max(1, int(args.sessions * args.train_fraction)))
-        test = _resize(test, max(1, args.sessions - int(args.sessions * args.train_fraction)))
+        train = resize_sessions(train, max(1, int(args.sessions * args.train_fraction)))
+        test = resize_sessions(test, max(1, args.sessions - int(args.sessions * args.train_fraction)))
     train = apply_arrivals(train, PoissonArrivals(args.rate, args.seed))
     test = apply_arrivals(test, PoissonArrivals(args.rate, args.seed + 1))
     step_time = StepTimeModel.load()

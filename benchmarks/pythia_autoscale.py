@@ -36,13 +36,8 @@ from pythia_server.replay.arrivals import (
 from pythia_server.replay.bench import format_table
 from pythia_server.replay.metrics import ideal_jct_s, summarize
 from pythia_server.replay.runner import ReplayConfig, ReplayRunner
-from pythia_server.replay.transforms import first_sessions, replicate_sessions
-from pythia_server.replay.workload import load_workload, session_key, session_keys
-
-
-def _resize(requests: list, sessions: int) -> list:  # type: ignore[type-arg]
-    have = len(session_keys(requests))
-    return first_sessions(replicate_sessions(requests, -(-sessions // have)), sessions)
+from pythia_server.replay.transforms import resize_sessions, split_sessions
+from pythia_server.replay.workload import load_workload, session_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,13 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     requests = load_workload(args.workload, block_size=args.trace_block_size)
-    keys = session_keys(requests)
-    train_keys = set(keys[: max(1, int(len(keys) * args.train_fraction))])
-    train = [r for r in requests if session_key(r) in train_keys]
-    test = [r for r in requests if session_key(r) not in train_keys]
+    train, test = split_sessions(requests, args.train_fraction)
     if args.sessions:
-        train = _resize(train, max(1, int(args.sessions * args.train_fraction)))
-        test = _resize(test, max(1, args.sessions - int(args.sessions * args.train_fraction)))
+        train = resize_sessions(train, max(1, int(args.sessions * args.train_fraction)))
+        test = resize_sessions(test, max(1, args.sessions - int(args.sessions * args.train_fraction)))
     train = apply_arrivals(train, PoissonArrivals(args.rate, args.seed))
     bursty = BurstyArrivals(args.rate, args.seed + 1, burst_at_s=args.burst_at, ramp_s=args.ramp,
                             hold_s=args.hold, burst_factor=args.burst_factor, period_s=args.period)

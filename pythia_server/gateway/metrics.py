@@ -110,6 +110,9 @@ class GatewayMetrics:
         self.dropped_tags = Counter("pythia_dropped_tags", "Malformed tags dropped (the call was served).",
                                     ["reason"], registry=r)
         self.retries = Counter("pythia_upstream_retries", "Calls retried on another replica.", registry=r)
+        self.quarantines = Counter("pythia_replica_quarantines",
+                                   "Replicas quarantined for hanging (upstream timeout) or answering garbage.",
+                                   registry=r)
         self.inflight = Gauge("pythia_inflight_requests", "Calls being served now.", registry=r)
         self.replicas_healthy = Gauge("pythia_replicas_healthy", "Replicas currently routable.", registry=r)
         # Per agent (workflow x agent, capped).

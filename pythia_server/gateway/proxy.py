@@ -4,7 +4,11 @@ For each request the proxy reads and checks the body, reads the tags (malformed 
 dropped and counted), estimates prompt tokens and prefix block hashes, asks the router
 for a replica over the pool's views, and forwards with an SGLang ``rid`` it chose. A
 replica that cannot be reached is marked unhealthy and the call retried once on another
-replica while nothing has been sent to the client. Streams are relayed event by event as
+replica while nothing has been sent to the client. The first chunk of every answer is read
+before anything is sent to the client, within the first-byte timeout: a replica that hangs
+(no headers, or headers then silence) is quarantined and the call retried elsewhere, or
+answered 504. A replica that stalls later (inter-chunk timeout) or answers garbage (a whole
+answer that is not JSON) is quarantined too; that call ends in an error. Streams are relayed event by event as
 they arrive; a non-streaming call is streamed from the replica too and its whole answer
 assembled (``gateway/assemble.py``), so every call has a TTFT. Every routed call ends in exactly one :class:`CallRecord`, whether it
 finished, failed or was abandoned by its client (then the engine request is aborted).
@@ -32,6 +36,7 @@ from pythia_server.errors import (
     OverloadedError,
     PythiaError,
     UpstreamError,
+    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from pythia_server.gateway.accounting import (
@@ -233,12 +238,13 @@ class Proxy:
             replica = self._pool.get(decision.replica_id)
             tried.append(replica.replica_id)
             priority = self._driver.started(call.info, replica.replica_id, policy_now_s, first=_attempt == 0)
+            session_id = self._driver.engine_session(call.info, replica.replica_id)
             body = streaming_body(parsed.body) if call.assembled else parsed.body
             if parsed.route == "generate":
-                payload = build_generate_payload(body, rid=call.call_id, priority=priority)
+                payload = build_generate_payload(body, rid=call.call_id, priority=priority, session_id=session_id)
             else:
                 payload = build_openai_payload(body, rid=call.call_id, include_usage=parsed.stream or call.assembled,
-                                               priority=priority)
+                                               priority=priority, session_id=session_id)
             self._release(call)
             call.replica_id = replica.replica_id
             call.reserved_tokens = call.info.prompt_tokens + (parsed.max_tokens or 0)
@@ -251,13 +257,44 @@ class Proxy:
                 last = exc
                 self._metrics.retries.inc()
                 continue
+            except UpstreamTimeoutError as exc:
+                self._quarantine(call, None, exc)
+                last = exc
+                self._metrics.retries.inc()
+                continue
             if response.status in _RETRYABLE_STATUS and _attempt == 0:
                 response.release()
                 last = UpstreamUnavailableError(f"replica {replica.replica_id} answered {response.status}")
                 self._metrics.retries.inc()
                 continue
+            if response.status < 400:
+                try:
+                    await response.start()  # the first byte: nothing has reached the client yet
+                except UpstreamTimeoutError as exc:
+                    self._quarantine(call, response, exc)
+                    last = exc
+                    self._metrics.retries.inc()
+                    continue
+                except BaseException:
+                    response.close()
+                    raise
             return response
         raise last or UpstreamUnavailableError("no healthy replica to serve the request")
+
+    def _quarantine(self, call: _Call, upstream: UpstreamResponse | None, exc: PythiaError) -> None:
+        """The replica hung or answered garbage: drop the request there and quarantine it."""
+        if upstream is not None:
+            upstream.close()
+        if call.replica_id is None:
+            return
+        replica_id = call.replica_id
+        backoff_s = self._pool.quarantine(replica_id, exc.message)
+        log.warning("replica %s quarantined for %gs: %s (call %s)", replica_id, backoff_s, exc.message, call.call_id)
+        self._metrics.quarantines.inc()
+        replica = self._pool.get(replica_id)
+        task = asyncio.get_running_loop().create_task(replica.client.abort_request(call.call_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _release(self, call: _Call) -> None:
         if call.replica_id is not None:
@@ -274,6 +311,8 @@ class Proxy:
             self._abandon(call, upstream)
             return Response(b"", status_code=499)
         except PythiaError as exc:
+            if isinstance(exc, UpstreamTimeoutError):
+                self._quarantine(call, upstream, exc)
             self._finish(call, "error", exc.message)
             raise
         except BaseException:  # the gateway itself is being cancelled (shutdown)
@@ -285,8 +324,10 @@ class Proxy:
         try:
             data = json.loads(raw)
         except ValueError:
-            self._finish(call, "error", "replica answered with something that is not JSON")
-            raise UpstreamError("the replica answered with something that is not JSON") from None
+            garbage = UpstreamError("the replica answered with something that is not JSON")
+            self._quarantine(call, None, garbage)
+            self._finish(call, "error", garbage.message)
+            raise garbage from None
         if call.parsed.route == "generate":
             usage_from_generate(data, call.usage)
         else:
@@ -303,6 +344,8 @@ class Proxy:
             return Response(b"", status_code=499)
         except PythiaError as exc:
             upstream.close()
+            if isinstance(exc, UpstreamTimeoutError):
+                self._quarantine(call, upstream, exc)
             self._finish(call, "error", exc.message)
             raise
         except BaseException:  # the gateway itself is being cancelled (shutdown)
@@ -375,6 +418,8 @@ class Proxy:
         except UpstreamError as exc:
             if last_generate is not None:
                 usage_from_generate(decode_event(last_generate), call.usage)
+            if isinstance(exc, UpstreamTimeoutError):
+                self._quarantine(call, upstream, exc)
             self._finish(call, "error", exc.message)
             yield encode_event(exc.to_body())
             return

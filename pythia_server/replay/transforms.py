@@ -19,7 +19,12 @@ from pythia_server.replay.workload import (
     session_keys,
 )
 
-__all__ = ["first_sessions", "replicate_sessions"]
+__all__ = [
+    "first_sessions",
+    "replicate_sessions",
+    "resize_sessions",
+    "split_sessions",
+]
 
 _MAX_HASH_ID = 2**32 - 1
 
@@ -70,3 +75,23 @@ def replicate_sessions(
                 )
             )
     return out
+
+
+def split_sessions(
+    requests: Sequence[WorkloadRequest], train_fraction: float
+) -> tuple[list[WorkloadRequest], list[WorkloadRequest]]:
+    """The calls of the first ``train_fraction`` of the sessions (file order, at least
+    one session) and those of the rest: a held-out split for learning policies."""
+    keys = session_keys(requests)
+    train_keys = set(keys[: max(1, int(len(keys) * train_fraction))])
+    train = [r for r in requests if session_key(r) in train_keys]
+    test = [r for r in requests if session_key(r) not in train_keys]
+    return train, test
+
+
+def resize_sessions(
+    requests: Sequence[WorkloadRequest], sessions: int
+) -> list[WorkloadRequest]:
+    """Exactly ``sessions`` sessions: the workload's replicated (fresh ids), then cut."""
+    have = len(session_keys(requests))
+    return first_sessions(replicate_sessions(requests, -(-sessions // have)), sessions)

@@ -82,11 +82,13 @@ def test_all_replicas_down_gives_503_and_the_call_is_recorded(tmp_path: Path) ->
         running.server.stop()
 
 
-def test_a_garbage_answer_is_502_for_that_request_only(tmp_path: Path) -> None:
+def test_a_garbage_answer_is_502_and_quarantines_the_replica(tmp_path: Path) -> None:
     fake = FakeSGLang()
     good = ServerThread(fake.app).start()
     bad = ServerThread(garbage_app()).start()
-    running = start_gateway(tmp_path, [("bad", bad.url), ("good", good.url)])
+    # Round robin (bad first); a long quarantine so the bad replica stays out for the test.
+    running = start_gateway(tmp_path, [("bad", bad.url), ("good", good.url)], policy="sglang",
+                            quarantine_base_s=60.0)
     try:
         outcomes = []
         for _ in range(4):
@@ -96,8 +98,11 @@ def test_a_garbage_answer_is_502_for_that_request_only(tmp_path: Path) -> None:
             except openai.APIStatusError as exc:
                 outcomes.append(exc.status_code)
                 assert exc.body["type"] == "upstream_error"
-        assert outcomes == [502, 200, 502, 200]
-        assert [c["status"] for c in calls(running.url)] == ["error", "ok", "error", "ok"]
+        assert outcomes == [502, 200, 200, 200]
+        assert [c["status"] for c in calls(running.url)] == ["error", "ok", "ok", "ok"]
+        assert running.gateway.pool is not None
+        bad_replica = running.gateway.pool.get("bad")
+        assert not bad_replica.healthy and bad_replica.quarantines == 1 and "not JSON" in bad_replica.reason
     finally:
         running.server.stop()
         good.stop()

@@ -212,11 +212,15 @@ async def test_live_path_drives_the_whole_bundle(live: Live) -> None:
         for body in rec.bodies("/v1/chat/completions"):
             by_session.setdefault(body["priority"], set()).add(body["rid"])
     assert len(by_session) == 3  # one priority per program (session), earlier sessions more urgent
+    # Session: each call carries its session tag as SGLang's session_id (both replicas run the
+    # session radix cache), so the engine holds the session's KV until /close_session.
+    assert sorted(b["session_id"] for b in chats) == sorted(["s1", "s2", "s3"] * 3)
 
     # Warms: prefill-only /generate on sim-1 (where the reviewer ran), counted, and hit by coder #2.
     warms = [b for b in live.recorders["sim-1"].bodies("/generate") if b["rid"].startswith("pythia-warm-")]
     assert len(warms) == 3
     assert all(b["sampling_params"] == {"max_new_tokens": 0} and len(b["input_ids"]) % BLOCK == 0 for b in warms)
+    assert {b["session_id"] for b in warms} <= set(sessions) and all(b.get("session_id") for b in warms)
     state = policy_state(live.url)
     assert state["warms"]["sent"] >= 3 and state["warms"]["hits"] == 3, state["warms"]
     assert state["priorities_sent"] == 9

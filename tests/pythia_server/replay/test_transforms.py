@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 
 from pythia_server.replay.stats import workload_stats
-from pythia_server.replay.transforms import first_sessions, replicate_sessions
+from pythia_server.replay.transforms import (
+    first_sessions,
+    replicate_sessions,
+    resize_sessions,
+    split_sessions,
+)
 from pythia_server.replay.workload import (
     WorkloadRequest,
     session_keys,
@@ -71,3 +76,16 @@ def test_first_sessions() -> None:
     assert [r.request_id for r in first_sessions(WORKLOAD, 1)] == ["a0", "a1"]
     with pytest.raises(ValueError):
         first_sessions(WORKLOAD, 0)
+
+
+def test_split_keeps_file_order_and_at_least_one_training_session() -> None:
+    train, test = split_sessions(WORKLOAD, 0.5)
+    assert [r.request_id for r in train] == ["a0", "a1"]
+    assert [r.request_id for r in test] == ["b0"]
+    train, test = split_sessions(WORKLOAD, 0.01)
+    assert session_keys(train) == ["a"] and session_keys(test) == ["b"]
+
+
+def test_resize_replicates_then_cuts_to_exactly_n_sessions() -> None:
+    assert len(session_keys(resize_sessions(WORKLOAD, 5))) == 5
+    assert resize_sessions(WORKLOAD, 1) == first_sessions(WORKLOAD, 1)

@@ -45,6 +45,19 @@ def test_generate_and_abort_payloads() -> None:
         "input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 0}, "rid": "w2", "priority": 5}
 
 
+def test_session_id_is_sent_when_given_and_never_over_the_callers_own() -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert build_openai_payload(chat, rid="r", include_usage=False, session_id="s1")["session_id"] == "s1"
+    assert "session_id" not in build_openai_payload(chat, rid="r", include_usage=False, session_id=None)
+    gen = {"text": "hi"}
+    assert build_generate_payload(gen, rid="g", session_id="s1") == {"text": "hi", "rid": "g", "session_id": "s1"}
+    assert build_warm_payload([1], rid="w", session_id="s1")["session_id"] == "s1"
+    # SGLang refuses session_id beside session_params; a caller's own session field wins.
+    own = {"text": "hi", "session_params": {"id": "theirs"}}
+    assert "session_id" not in build_generate_payload(own, rid="g", session_id="s1")
+    assert build_generate_payload({"text": "hi", "session_id": "theirs"}, rid="g", session_id="s1")["session_id"] == "theirs"
+
+
 @pytest.fixture(scope="module")
 def sim() -> Iterator[ServerThread]:
     server = ServerThread(build_app(SimServerConfig(model="sim-model", speedup=100.0))).start()
