@@ -275,6 +275,12 @@ class Proxy:
                     last = exc
                     self._metrics.retries.inc()
                     continue
+                except UpstreamError as exc:  # broke off before its first byte: as if unreachable
+                    response.close()
+                    self._pool.mark_unhealthy(replica.replica_id, exc.message)
+                    last = exc
+                    self._metrics.retries.inc()
+                    continue
                 except BaseException:
                     response.close()
                     raise
@@ -291,7 +297,10 @@ class Proxy:
         backoff_s = self._pool.quarantine(replica_id, exc.message)
         log.warning("replica %s quarantined for %gs: %s (call %s)", replica_id, backoff_s, exc.message, call.call_id)
         self._metrics.quarantines.inc()
-        replica = self._pool.get(replica_id)
+        try:
+            replica = self._pool.get(replica_id)
+        except KeyError:  # removed from the pool meanwhile (scale-down)
+            return
         task = asyncio.get_running_loop().create_task(replica.client.abort_request(call.call_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -127,6 +127,23 @@ def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error(tmp_path: Path
             server.stop()
 
 
+def test_a_replica_dying_before_its_first_byte_is_retried_elsewhere(tmp_path: Path) -> None:
+    dying = FakeSGLang(die_after_chunks=0)
+    healthy = FakeSGLang()
+    servers = [ServerThread(dying.app).start(), ServerThread(healthy.app).start()]
+    running = start_gateway(tmp_path, [("dying", servers[0].url), ("healthy", servers[1].url)], policy="sglang")
+    try:
+        for _ in range(2):  # round robin: one first try lands on the dying replica
+            chunks = list(client(running.url).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+            assert chunks
+        assert len(dying.requests) == 1
+        assert [(c["replica"], c["status"]) for c in calls(running.url)] == [("healthy", "ok")] * 2
+    finally:
+        running.server.stop()
+        for server in servers:
+            server.stop()
+
+
 def test_client_disconnect_mid_stream_aborts_the_engine_request(tmp_path: Path) -> None:
     fake = FakeSGLang(token_delay_s=0.05, output_tokens=200)
     replica = ServerThread(fake.app).start()

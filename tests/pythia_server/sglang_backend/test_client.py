@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pythia_server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
@@ -122,5 +122,37 @@ async def test_errors_are_translated_at_the_boundary() -> None:
                 await SGLangClient(server.url, session).post("/stall", {})
             with pytest.raises(UpstreamError, match="JSON"):
                 await SGLangClient(server.url, session).models()
+    finally:
+        server.stop()
+
+
+async def test_first_byte_and_inter_chunk_timeouts() -> None:
+    """The first chunk may take longer than later gaps; each is bounded by its own timeout."""
+
+    async def slow_start(request: Request) -> Response:
+        gaps = [float(g) for g in request.query_params["gaps"].split(",")]
+
+        async def body() -> AsyncIterator[bytes]:
+            for gap in gaps:
+                await asyncio.sleep(gap)
+                yield b"data: {}\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    server = ServerThread(Starlette(routes=[Route("/s", slow_start, methods=["POST"])])).start()
+    try:
+        # The session's own sock_read (0.05 s) is replaced by the client's timeouts.
+        async with make_session(read_timeout_s=0.05) as session:
+            client = SGLangClient(server.url, session, first_byte_timeout_s=0.6, read_timeout_s=0.25)
+            ok = await client.post("/s?gaps=0.3,0.1,0.1", {})
+            await ok.start()
+            assert await ok.read() == b"data: {}\n\n" * 3
+            late = await client.post("/s?gaps=0.8", {})
+            with pytest.raises(UpstreamTimeoutError, match="no answer in time"):
+                await late.start()
+            late.close()
+            stalled = await client.post("/s?gaps=0.1,0.5", {})
+            with pytest.raises(UpstreamTimeoutError, match="stalled"):
+                await stalled.read()
     finally:
         server.stop()

@@ -332,6 +332,60 @@ def test_generate_payloads_validate(body: dict) -> None:
     assert request.session_id == body.get("session_id")
 
 
+SESSION = "wf-session-7"
+
+
+@pytest.mark.parametrize("body", CHAT_BODIES)
+def test_chat_payloads_with_session_id_validate(body: dict) -> None:
+    payload = client.build_openai_payload(body, rid="req-5", include_usage=True, priority=1, session_id=SESSION)
+    request = ChatCompletionRequest.model_validate(payload)
+    assert request.session_id == SESSION and request.session_params is None
+
+
+@pytest.mark.parametrize("body", COMPLETION_BODIES)
+def test_completion_payloads_with_session_id_validate(body: dict) -> None:
+    payload = client.build_openai_payload(body, rid="req-6", include_usage=True, session_id=SESSION)
+    assert CompletionRequest.model_validate(payload).session_id == SESSION
+
+
+@pytest.mark.parametrize("body", [b for b in GENERATE_BODIES if "session_id" not in b])
+def test_generate_and_warm_payloads_with_session_id_validate(body: dict) -> None:
+    for payload in (client.build_generate_payload(body, rid="req-7", priority=2, session_id=SESSION),
+                    client.build_warm_payload([1, 2, 3, 4], rid="warm-7", session_id=SESSION)):
+        assert generate_contract_error(payload) is None
+        request = pydantic.TypeAdapter(GenerateReqInput).validate_python(payload)
+        request.normalize_batch_and_arguments()  # SGLang's own checks (session_id with session_params fails)
+        assert request.session_id == SESSION and request.session_params is None
+
+
+def test_session_id_never_joins_a_callers_session_params() -> None:
+    body = {"text": "turn", "session_params": {"id": "theirs", "rid": None}}
+    both = pydantic.TypeAdapter(GenerateReqInput).validate_python({**body, "session_id": SESSION})
+    with pytest.raises(ValueError, match="session_id and session_params"):
+        both.normalize_batch_and_arguments()
+    payload = client.build_generate_payload(body, rid="req-8", session_id=SESSION)
+    request = pydantic.TypeAdapter(GenerateReqInput).validate_python(payload)
+    request.normalize_batch_and_arguments()
+    assert request.session_id is None and request.session_params == body["session_params"]
+
+
+def _sglang_source(relative: str) -> str:
+    return (Path(sglang.__file__).parent / relative).read_text()
+
+
+def test_top_level_session_id_is_the_radix_native_session() -> None:
+    """What the gateway relies on, read from the installed source (no GPU to run a scheduler):
+    the OpenAI routes pass ``session_id`` into ``GenerateReqInput``, and the scheduler serves a
+    request with a top-level ``session_id`` as a normal request (prompt untouched), tagging its
+    KV with the session only under ``--enable-session-radix-cache``; ``/close_session`` releases it."""
+    for serving in ("srt/entrypoints/openai/serving_chat.py", "srt/entrypoints/openai/serving_completions.py"):
+        assert "session_id=request.session_id" in _sglang_source(serving), serving
+    scheduler = _sglang_source("srt/managers/scheduler.py")
+    assert "recv_req.session_id is not None and self.enable_session_radix_cache" in scheduler
+    assert "if session_id is None or radix_native_session:" in scheduler
+    assert "self.tree_cache.release_radix_session(recv_req.session_id)" in scheduler
+
+
 def test_generate_contract_is_strict() -> None:
     assert generate_contract_error({"text": "x", "sampling_params": {"max_new_tokens": 1, "bogus": 1}}) is not None
     with pytest.raises(pydantic.ValidationError):
