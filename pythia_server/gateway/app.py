@@ -52,7 +52,7 @@ from pythia_server.gateway.workflows_api import (
 )
 from pythia_server.policy.baselines.registry import make_policy
 from pythia_server.policy.types import PolicyBundle
-from pythia_server.reports.enrich import UNTAGGED, build_full_report
+from pythia_server.reports.enrich import UNTAGGED, build_full_report, cache_action_summary
 from pythia_server.sglang_backend.client import make_session
 from pythia_server.sglang_backend.kv_index import KvEventHub
 from pythia_server.store.records import CallRecord
@@ -242,6 +242,13 @@ def _limit(request: Request, default: int = 1000) -> int:
     return int(raw)
 
 
+def _cache_actions(gateway: Gateway) -> dict[str, dict[str, Any]] | None:
+    """Per workflow, the warms the policy driver sent and what came of them (None: no driver)."""
+    if gateway.driver is None:
+        return None
+    return cache_action_summary(gateway.driver.cache_action_log())
+
+
 async def _api_report(request: Request) -> Response:
     """The full report (docs/reports.md), with the profiler's view when it runs."""
     gateway = _gateway(request)
@@ -253,9 +260,10 @@ async def _api_report(request: Request) -> Response:
     if gateway.learning is not None:  # read on the loop, where the profiler lives; built in a thread
         profiler, history = frozen_profiler(gateway.learning, now_s)
     tag = "" if workflow == UNTAGGED else workflow  # the store's spelling of "untagged"
+    actions = _cache_actions(gateway)
     report = await gateway.read(lambda: build_full_report(
         store.calls(tag), store.sessions(tag), workflow=workflow, profiler=profiler,
-        history=history, now_s=now_s))
+        history=history, cache_actions=actions, now_s=now_s))
     return JSONResponse(report)
 
 
@@ -350,7 +358,8 @@ def _page_routes(gateway: Gateway) -> list[Mount]:
     learning = gateway.learning
     return [Mount("/pythia", app=make_store_pages(
         gateway.read, lambda: gateway.store,
-        profiler=learning, history=learning.history if learning is not None else None))]
+        profiler=learning, history=learning.history if learning is not None else None,
+        cache_actions=lambda: _cache_actions(gateway)))]
 
 
 def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]],

@@ -34,7 +34,7 @@ import itertools
 import logging
 import time
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 _MAX_BLOCK_TOKENS = 50_000  # block hash -> its token ids (4 bytes each), to rebuild a warm's prompt
 _MAX_PENDING_WARMS = 1_000  # warms waiting to be hit, over all replicas
+_MAX_ACTION_LOG = 2_000  # warms kept for the report
 _MAX_SESSIONS = 100_000  # live sessions remembered (replicas served, last call)
 
 
@@ -81,6 +82,7 @@ class WarmStats:
 class _Warm:
     action: PrefetchAction
     tokens: int
+    record: dict[str, Any]  # its entry in the cache-action log; the outcome is filled in later
 
 
 class PolicyDriver:
@@ -107,6 +109,8 @@ class PolicyDriver:
         self._timers: set[asyncio.TimerHandle] = set()
         self._ids = itertools.count(1)
         self._report = getattr(bundle.cache_hints, "on_prefetch_result", None)
+        #: warms sent, newest last, in the shape reports/enrich.cache_action_summary reads
+        self._action_log: deque[dict[str, Any]] = deque(maxlen=_MAX_ACTION_LOG)
 
     # -- replicas ----------------------------------------------------------------------------
 
@@ -245,10 +249,10 @@ class PolicyDriver:
         """The session is over (root span or idle): tell the hints, close it on the engines."""
         if self.bundle.cache_hints is not None:
             self.bundle.cache_hints.on_session_end(session, now_s)
-        for key, (_, warm_session, _) in list(self._pending.items()):
+        for key, (_, warm_session, warm) in list(self._pending.items()):
             if warm_session == session:
                 del self._pending[key]
-                self.warms.wasted += 1
+                self._wasted(warm)
         served, _ = self._sessions.pop(session, (set(), now_s))
         for replica_id in sorted(served):
             if not self.supports(replica_id, "session_radix_cache"):
@@ -335,11 +339,16 @@ class PolicyDriver:
             self.warms.dropped += 1
             return False
         self.warms.sent += 1
+        record: dict[str, Any] = {
+            "at_s": time.time(), "workflow": action.owner.workflow, "action": "warm",
+            "agent": action.owner.agent, "replica": action.replica_id, "tokens": len(ids),
+            "outcome": None, "reason": action.reason}
+        self._action_log.append(record)
         self._pending[next(self._ids)] = (action.replica_id, action.owner.session,
-                                          _Warm(replace(action, block_hashes=action.block_hashes[:blocks]), len(ids)))
+                                          _Warm(replace(action, block_hashes=action.block_hashes[:blocks]), len(ids), record))
         while len(self._pending) > _MAX_PENDING_WARMS:
-            self._pending.popitem(last=False)
-            self.warms.wasted += 1
+            _, (_, _, old) = self._pending.popitem(last=False)
+            self._wasted(old)
         return True
 
     def _count_hits(self, outcome: CallOutcome) -> None:
@@ -353,6 +362,15 @@ class PolicyDriver:
             if tuple(hashes[:len(blocks)]) == blocks and outcome.cached_tokens >= covered:
                 del self._pending[key]
                 self.warms.hits += 1
+                warm.record["outcome"] = "hit"
+
+    def _wasted(self, warm: _Warm) -> None:
+        self.warms.wasted += 1
+        warm.record["outcome"] = "wasted"
+
+    def cache_action_log(self) -> list[dict[str, Any]]:
+        """The latest warms with their outcomes (bounded), for the report's cache section."""
+        return [dict(record) for record in self._action_log]
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -224,6 +224,12 @@ async def test_live_path_drives_the_whole_bundle(live: Live) -> None:
     state = policy_state(live.url)
     assert state["warms"]["sent"] >= 3 and state["warms"]["hits"] == 3, state["warms"]
     assert state["priorities_sent"] == 9
+    # The report's cache-action section counts the same warms, per workflow type.
+    workflows = get_json(live.url + "/pythia/api/report")["workflows"]
+    cache = {w["workflow"]: w.get("cache_actions") for w in workflows}
+    sent = sum((c or {}).get("warms_sent", 0) for c in cache.values())
+    hits = sum((c or {}).get("warm_hits", 0) for c in cache.values())
+    assert (sent, hits) == (state["warms"]["sent"], state["warms"]["hits"]), cache
 
     # KV events filled the index and the router saw cached prefixes (role prompts shared across sessions).
     assert all(stats["batches"] > 0 and stats["blocks"] > 0 for stats in state["kv_events"].values())
