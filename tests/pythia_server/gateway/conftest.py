@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +81,19 @@ def sim_gateway(tmp_path: Path, sims: list[ServerThread]) -> Iterator[RunningGat
     running = start_gateway(tmp_path, [(f"sim-{i}", t.url) for i, t in enumerate(sims)])
     yield running
     running.server.stop()
+
+
+def calls(url: str) -> list[dict[str, Any]]:
+    """The gateway's recorded calls, newest first, from its JSON API."""
+    with urllib.request.urlopen(url + "/pythia/api/calls", timeout=10) as response:
+        return json.loads(response.read())["calls"]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or the time runs out; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

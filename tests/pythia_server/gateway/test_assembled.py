@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 
-from tests.pythia_server.gateway.conftest import SIM_MODEL, RunningGateway
+from tests.pythia_server.gateway.conftest import SIM_MODEL, RunningGateway, calls
 from tests.pythia_server.gateway.servers import ServerThread
 
 MESSAGES = [{"role": "system", "content": "You summarise. " * 10}, {"role": "user", "content": "Summarise this."}]
@@ -33,10 +33,6 @@ def shape(value: Any) -> Any:
         return [shape(v) for v in value]
     return type(value).__name__
 
-
-def calls(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(url + "/pythia/api/calls", timeout=10) as response:
-        return json.loads(response.read())["calls"]
 
 
 def test_chat_answer_matches_the_engines_own_whole_answer(sim_gateway: RunningGateway,

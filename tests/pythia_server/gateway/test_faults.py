@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,26 +14,19 @@ from pythia_sdk.protocol import AgentTags, encode_headers
 from pythia_server.sglang_backend.sim_server import SimServerConfig
 from pythia_server.sglang_backend.sim_server import build_app as build_sim_app
 from pythia_server.store.sqlite import Store, StoreReader
-from tests.pythia_server.gateway.conftest import start_gateway
-from tests.pythia_server.gateway.servers import FakeSGLang, ServerThread, closed_port, garbage_app
+from tests.pythia_server.gateway.conftest import calls, start_gateway, wait_for
+from tests.pythia_server.gateway.servers import (
+    FakeSGLang,
+    ServerThread,
+    closed_port,
+    garbage_app,
+)
 
 MODEL = "fake-model"
 MESSAGES = [{"role": "user", "content": "Tell me a long story"}]
 HEADERS = encode_headers(AgentTags(workflow="wf", session="s1", agent="teller"))
 
 
-def calls(url: str) -> list[dict]:
-    with urllib.request.urlopen(url + "/pythia/api/calls", timeout=10) as response:
-        return json.loads(response.read())["calls"]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def client(url: str) -> openai.OpenAI:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,12 @@ from starlette.routing import Route
 
 from pythia_sdk.protocol import AgentTags, encode_headers
 from pythia_server.tokens import apply_chat_template, tokenize
-from tests.pythia_server.gateway.conftest import RunningGateway, start_gateway
+from tests.pythia_server.gateway.conftest import (
+    RunningGateway,
+    calls,
+    start_gateway,
+    wait_for,
+)
 from tests.pythia_server.gateway.servers import FakeSGLang, ServerThread
 
 MODEL = "fake-model"
@@ -91,18 +96,6 @@ def serve(app: Any) -> ServerThread:
     return thread.start()
 
 
-def calls(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(url + "/pythia/api/calls", timeout=10) as response:
-        return json.loads(response.read())["calls"]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def client(url: str) -> openai.OpenAI:
