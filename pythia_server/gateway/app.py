@@ -264,6 +264,8 @@ async def _api_report(request: Request) -> Response:
     report = await gateway.read(lambda: build_full_report(
         store.calls(tag), store.sessions(tag), workflow=workflow, profiler=profiler,
         history=history, cache_actions=actions, now_s=now_s))
+    if gateway.driver is not None:  # what each replica's SGLang lacks (docs/reports.md)
+        report["replicas"] = gateway.driver.replica_features()
     return JSONResponse(report)
 
 
@@ -359,7 +361,8 @@ def _page_routes(gateway: Gateway) -> list[Mount]:
     return [Mount("/pythia", app=make_store_pages(
         gateway.read, lambda: gateway.store,
         profiler=learning, history=learning.history if learning is not None else None,
-        cache_actions=lambda: _cache_actions(gateway)))]
+        cache_actions=lambda: _cache_actions(gateway),
+        replicas=lambda: gateway.driver.replica_features() if gateway.driver is not None else None))]
 
 
 def build_app(config: GatewayConfig, backends: Sequence[tuple[str, str]],

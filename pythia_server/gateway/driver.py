@@ -114,7 +114,7 @@ class PolicyDriver:
 
     # -- replicas ----------------------------------------------------------------------------
 
-    def _needed_features(self) -> set[str]:
+    def needed_features(self) -> set[str]:
         """The SGLang features this bundle acts through; a missing one is worth a warning."""
         needed = {"metrics", "cache_report"}
         if self.bundle.priority is not None:
@@ -124,6 +124,27 @@ class PolicyDriver:
         if self.bundle.cache_hints is not None:
             needed.add("session_radix_cache")
         return needed
+
+    def replica_features(self) -> list[dict[str, object]]:
+        """Per pool replica, its SGLang version and what it lacks, for the report's ``replicas``.
+
+        A missing feature the bundle acts through is ``used_by_policy``; the others are only
+        noted. A replica that never answered ``/server_info`` has ``server_info: false``.
+        """
+        needed = self.needed_features()
+        rows: list[dict[str, object]] = []
+        for replica in self.pool.replicas():
+            features = self.features.get(replica.replica_id)
+            missing = [] if features is None else [
+                {"feature": f.name, "reason": f.reason, "used_by_policy": f.name in needed}
+                for f in features.degraded()]
+            missing.sort(key=lambda m: (not m["used_by_policy"], str(m["feature"])))
+            rows.append({"replica": replica.replica_id,
+                         "sglang_version": features.version if features is not None else None,
+                         "server_info": features is not None,
+                         "degraded": any(m["used_by_policy"] for m in missing),
+                         "missing": missing})
+        return rows
 
     async def replica_ready(self, replica: Replica) -> None:
         """A replica turned healthy: read its features (logged once) and follow its KV events."""
@@ -136,7 +157,7 @@ class PolicyDriver:
             return
         features = FeatureSet.from_server_info(info, loads_endpoint=replica.loads_supported)
         if replica.replica_id not in self.features:
-            features.log_degradations(replica.replica_id, self._needed_features())
+            features.log_degradations(replica.replica_id, self.needed_features())
         self.features[replica.replica_id] = features
         replica.features = features.as_dict()
         if self.hub is None:

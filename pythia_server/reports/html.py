@@ -262,6 +262,32 @@ def _autoscaler_section(report: Mapping[str, Any], workflow: str) -> str:
     return _panel("autoscaler", "Autoscaler", body)
 
 
+def _replicas_section(report: Mapping[str, Any]) -> str:
+    """Each replica's SGLang version and the features it lacks; absent for offline reports."""
+    replicas = list(report.get("replicas") or [])
+    if not replicas:
+        return ""
+    rows = []
+    for r in replicas:
+        missing = list(r.get("missing") or [])
+        if not r.get("server_info", True):
+            lacks = "no /server_info: features unknown"
+        else:
+            lacks = "".join(
+                f'<div><span class="{"over" if m.get("used_by_policy") else ""}">{esc(m.get("feature", ""))}</span>'
+                f' ({"needed by the policy" if m.get("used_by_policy") else "unused by the policy"}): '
+                f'{esc(m.get("reason", ""))}</div>' for m in missing) or "nothing"
+        rows.append(f'<tr><td>{esc(r.get("replica", ""))}</td><td>{esc(r.get("sglang_version") or "?")}</td>'
+                    f'<td>{"degraded" if r.get("degraded") else "ok"}</td><td>{lacks}</td></tr>')
+    degraded = sum(1 for r in replicas if r.get("degraded"))
+    note = (f"{degraded} of {len(replicas)} replicas lack a feature the policy acts through; "
+            "the gateway serves on without it" if degraded else "every replica has what the policy uses")
+    body = ('<div class="tablewrap"><table class="texttable"><thead><tr><th>replica</th><th>SGLang</th>'
+            f'<th>state</th><th>missing features</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+            f'<p class="note">{esc(note)} (red = needed by the running policy).</p>')
+    return _panel("replicas", "Replicas", body)
+
+
 def render_workflow_section(report: Mapping[str, Any], wf: Mapping[str, Any], index: int,
                             session_form: bool = False) -> str:
     """One workflow type's part of the report (a ``<section>``), used by the file and the pages."""
@@ -329,6 +355,7 @@ def render_html(report: Mapping[str, Any], *, title: str = "Pythia report",
         content = _empty("no calls recorded yet: send tagged requests through the gateway")
     elif not shown:
         content = _empty(f"no workflow type named {only!r} yet")
+    content = _replicas_section(report) + content
     live = (f'<span id="live-status">live, refreshed every {refresh_s:g} s</span>'
             if refresh_s > 0 else "")
     refresh_attr = f' data-refresh-s="{refresh_s:g}"' if refresh_s > 0 else ""

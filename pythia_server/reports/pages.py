@@ -131,13 +131,15 @@ def make_store_pages(read: Callable[..., Awaitable[Any]], get_store: Callable[[]
                      profiler: Any = None, history: Any = None,
                      cache_actions: Callable[[], Any] | None = None,
                      autoscaler: Callable[[], Any] | None = None,
+                     replicas: Callable[[], Any] | None = None,
                      clock: Callable[[], float] = time.time, refresh_s: float = 10.0) -> Router:
     """The live pages over a store: the gateway's one-line mount.
 
     ``read(fn)`` runs a store query off the event loop (``Gateway.read``); ``get_store()``
     returns the store once the gateway has started. ``profiler`` / ``history`` /
     ``cache_actions()`` / ``autoscaler()`` are passed to
-    :func:`~pythia_server.reports.enrich.build_full_report` when given.
+    :func:`~pythia_server.reports.enrich.build_full_report` when given; ``replicas()``
+    becomes the report's ``replicas`` key.
     """
     from pythia_server.reports.enrich import UNTAGGED, build_full_report, session_timeline
 
@@ -145,9 +147,12 @@ def make_store_pages(read: Callable[..., Awaitable[Any]], get_store: Callable[[]
         store = get_store()
         now_s = clock()
         calls, sessions = await read(lambda: (store.calls(), store.sessions()))
-        return build_full_report(calls, sessions, profiler=profiler, history=history,
-                                 cache_actions=cache_actions() if cache_actions else None,
-                                 autoscaler=autoscaler() if autoscaler else None, now_s=now_s)
+        report = build_full_report(calls, sessions, profiler=profiler, history=history,
+                                   cache_actions=cache_actions() if cache_actions else None,
+                                   autoscaler=autoscaler() if autoscaler else None, now_s=now_s)
+        if replicas is not None:
+            report["replicas"] = replicas()
+        return report
 
     async def timeline(workflow: str, session: str) -> dict[str, Any] | None:
         store = get_store()

@@ -38,8 +38,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_report(report: Mapping[str, Any]) -> str:
     workflows = report.get("workflows") or []
+    replicas = _replicas_section(report.get("replicas"))
     if not workflows:
-        return "No calls recorded yet."
+        return "\n\n".join(["No calls recorded yet.", *replicas])
     summary = format_table(
         ["workflow", "sessions", "calls", "errors", "JCT mean s", "JCT p95 s", "prompt tok", "output tok",
          "cache hit"],
@@ -58,7 +59,27 @@ def render_report(report: Mapping[str, Any]) -> str:
         learned = _profiler_line(w.get("profiler"))
         if learned:
             sections.append(learned)
-    return "\n".join(sections)
+    return "\n\n".join(["\n".join(sections), *replicas])
+
+
+def _replicas_section(replicas: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """One line per replica, shown only when some replica lacks a feature the policy uses."""
+    if not replicas or not any(r.get("degraded") for r in replicas):
+        return []
+    lines = ["Replicas (SGLang features the policy needs but a replica lacks)"]
+    for r in replicas:
+        head = f"{r.get('replica')} (SGLang {r.get('sglang_version') or '?'}): "
+        if not r.get("server_info", True):
+            lines.append(head + "no /server_info, features unknown")
+            continue
+        missing = list(r.get("missing") or [])
+        needed = [f"{m['feature']} ({m['reason']})" for m in missing if m.get("used_by_policy")]
+        unused = [str(m["feature"]) for m in missing if not m.get("used_by_policy")]
+        text = "missing " + "; ".join(needed) if needed else "all needed features present"
+        if unused:
+            text += f"; also off, unused by the policy: {', '.join(unused)}"
+        lines.append(head + text)
+    return ["\n".join(lines)]
 
 
 def _profiler_line(view: Mapping[str, Any] | None) -> str:

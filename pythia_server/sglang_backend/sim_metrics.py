@@ -6,12 +6,13 @@ Metric names follow ``python/sglang/srt/metrics/collector.py`` (``sglang:num_run
 ``sglang:generation_tokens_total``, ``sglang:cached_tokens_total``,
 ``sglang:num_requests_total``, histograms ``sglang:time_to_first_token_seconds``,
 ``sglang:e2e_request_latency_seconds``). ``/v1/loads`` follows
-``entrypoints/v1_loads.py`` and ``GetLoadsReqOutput`` in ``managers/io_struct.py``.
+``entrypoints/v1_loads.py`` and ``LoadSnapshot`` in ``managers/load_snapshot.py``.
 Latencies are in engine seconds (simulated GPU time; equal to wall time at speedup 1).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -99,41 +100,48 @@ class SimMetrics(Collector):
         return generate_latest(self.registry)
 
 
-def loads_body(load: EngineLoad, gen_throughput: float, kv_cache_gb: float, weight_gb: float) -> dict[str, Any]:
-    """GET /v1/loads: one DP rank (the simulator models one)."""
+def loads_body(
+    load: EngineLoad, gen_throughput: float, kv_cache_gb: float, weight_gb: float, accelerator: str | None
+) -> dict[str, Any]:
+    """GET /v1/loads: one DP rank (the simulator models one) on one accelerator.
+
+    Every key of SGLang's ``LoadSnapshot.to_dict()`` (``managers/load_snapshot.py``), no
+    other: fields the simulator does not model (prefill-busy counters, decode moments,
+    disaggregation) carry SGLang's defaults.
+    """
     utilization = max(load.token_usage, load.num_running_reqs / max(load.max_running_requests, 1))
+    total_tokens = load.num_used_tokens + load.waiting_tokens
     rank = {
+        "timestamp": time.time(),
         "dp_rank": 0,
         "num_running_reqs": load.num_running_reqs,
         "num_waiting_reqs": load.num_waiting_reqs,
+        "num_waiting_uncached_tokens": load.waiting_tokens,
         "num_used_tokens": load.num_used_tokens,
-        "num_total_tokens": load.num_used_tokens + load.waiting_tokens,
+        "num_total_tokens": total_tokens,
+        "num_active_tokens": total_tokens,  # equal to num_total_tokens outside disaggregated decode
+        "num_prealloc_ready_tokens": 0,
         "max_total_num_tokens": load.max_total_num_tokens,
+        "max_running_requests": load.max_running_requests,
         "token_usage": round(load.token_usage, 4),
         "gen_throughput": round(gen_throughput, 2),
         "cache_hit_rate": round(load.cache_hit_rate, 4),
         "utilization": round(utilization, 4),
-        "max_running_requests": load.max_running_requests,
+        "total_prefill_uncached_tokens": load.prompt_tokens_total - load.cached_tokens_total,
+        "total_prefill_busy_us": 0,
+        "decode_moments": None,
         "memory": {
             "weight_gb": weight_gb,
             "kv_cache_gb": kv_cache_gb,
             "graph_gb": 0.0,
             "token_capacity": load.max_total_num_tokens,
         },
-        "queues": {"waiting": load.num_waiting_reqs, "grammar": 0, "paused": 0, "retracted": 0},
-        "num_total_reqs": load.num_running_reqs + load.num_waiting_reqs,
+        "queues": {"waiting": load.num_waiting_reqs, "grammar": 0, "paused": 0, "retracted": 0, "prealloc_ready": 0},
     }
     return {
         "timestamp": datetime.now(UTC).isoformat(),
         "version": SGLANG_VERSION,
-        "dp_rank_count": 1,
+        "accelerator": accelerator,
+        "num_accelerators": 1,
         "loads": [rank],
-        "aggregate": {
-            "total_running_reqs": rank["num_running_reqs"],
-            "total_waiting_reqs": rank["num_waiting_reqs"],
-            "total_reqs": rank["num_total_reqs"],
-            "avg_token_usage": rank["token_usage"],
-            "avg_throughput": rank["gen_throughput"],
-            "avg_utilization": rank["utilization"],
-        },
     }

@@ -73,6 +73,12 @@ __all__ = ["SimServerConfig", "build_app"]
 
 _KV_BYTES_PER_TOKEN = 131_072  # Llama-3.1-8B: 32 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 bytes
 _WEIGHT_GB = 16.06
+_ACCELERATOR = "NVIDIA H100 80GB HBM3"  # what SGLang's /v1/loads names the calibrated GPU (H100 SXM)
+# EngineConfig fields SGLang keeps as scheduler constants, not server arguments: not in /server_info.
+_SCHEDULER_CONSTANTS = frozenset({
+    "output_length", "clip_max_new_tokens", "init_new_token_ratio", "min_new_token_ratio_factor",
+    "new_token_ratio_decay_steps", "eos_token_id",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,21 +340,27 @@ class SimServer:
 
     async def server_info(self, request: Request) -> Response:
         cfg = self.engine_config
+        # SGLang's names: `--disable-priority-preemption` is our enable flag negated, `seed` is `random_seed`.
+        info_args = {k: v for k, v in asdict(cfg).items() if k not in _SCHEDULER_CONSTANTS}
+        info_args["disable_priority_preemption"] = not info_args.pop("enable_priority_preemption")
+        info_args["random_seed"] = info_args.pop("seed")
         info: dict[str, Any] = {
             "model_path": self.config.model,
             "tokenizer_path": self.config.model,
             "served_model_name": self.config.model,
-            **{k: v for k, v in asdict(cfg).items() if k != "output_length"},
+            **info_args,
             "max_running_requests": cfg.running_request_cap,
             "enable_metrics": True,
             "enable_cache_report": True,
             "kv_events_config": self.config.kv_events_config,
             "kv_events": self.kv_events_descriptor(),
             "version": SGLANG_VERSION,
-            "simulated": True,
-            "speedup": self.config.speedup,
-            "calibration": self.step_time.name,
-            "step_overhead_ms": self.step_time.overhead_ms,
+            # The one key real SGLang lacks: what the simulator is, for a human reading this.
+            "pythia_sim": {
+                "speedup": self.config.speedup,
+                "calibration": self.step_time.name,
+                "step_overhead_ms": self.step_time.overhead_ms,
+            },
             "internal_states": [{"max_total_num_tokens": cfg.max_total_num_tokens,
                                  "last_gen_throughput": self.metrics.gen_throughput(self.live.now_s)}],
         }
@@ -364,7 +376,7 @@ class SimServer:
     async def loads(self, request: Request) -> Response:
         load = self.live.load()
         kv_gb = round(load.max_total_num_tokens * _KV_BYTES_PER_TOKEN / 1e9, 2)
-        return JSONResponse(loads_body(load, self.metrics.gen_throughput(self.live.now_s), kv_gb, _WEIGHT_GB))
+        return JSONResponse(loads_body(load, self.metrics.gen_throughput(self.live.now_s), kv_gb, _WEIGHT_GB, _ACCELERATOR))
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -113,7 +113,7 @@ class FakeSGLang:
         return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _loads(self, request: Request) -> Response:
-        return JSONResponse({"loads": [{"dp_rank": 0, "num_reqs": len(self.live)}]})
+        return JSONResponse({"loads": [{"dp_rank": 0, "num_running_reqs": len(self.live)}]})
 
     async def _flush(self, request: Request) -> Response:
         self.prompts.clear()

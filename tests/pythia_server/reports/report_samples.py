@@ -94,6 +94,17 @@ AUTOSCALER = {
     ],
 }
 
+# The live report's ``replicas`` (docs/reports.md): r0 lacks priority scheduling under a
+# policy that sets priorities; r1 is an OpenAI-only upstream; r2's version string is hostile.
+REPLICAS = [
+    {"replica": "r0", "sglang_version": "0.4.6", "server_info": True, "degraded": True, "missing": [
+        {"feature": "priority_scheduling", "used_by_policy": True,
+         "reason": "this SGLang has no priority scheduling (older version)"},
+        {"feature": "kv_events", "used_by_policy": False,
+         "reason": "--kv-events-config off: prefix index falls back to the gateway's own bookkeeping"}]},
+    {"replica": "r1", "sglang_version": None, "server_info": False, "degraded": False, "missing": []},
+    {"replica": "r2", "sglang_version": HOSTILE, "server_info": True, "degraded": False, "missing": []},
+]
 
 # --- a real HTTP server on loopback for the page tests -------------------------------
 

@@ -78,3 +78,15 @@ def test_empty_and_unknown() -> None:
 def test_live_pages_refresh_and_may_fetch_themselves(report: dict) -> None:
     page = render_html(report, refresh_s=5)
     assert 'data-refresh-s="5"' in page and "connect-src 'self'" in page
+
+
+def test_replicas_section_names_missing_features(report: dict) -> None:
+    assert 'data-section="replicas"' not in render_html(report)  # offline: no replicas
+    page = render_html(dict(report, replicas=rs.REPLICAS))
+    section = page.split('data-section="replicas"')[1].split("</table>")[0]
+    assert section.count("<tr>") == 1 + len(rs.REPLICAS)
+    assert '<span class="over">priority_scheduling</span> (needed by the policy)' in section
+    assert "kv_events</span> (unused by the policy)" in section
+    assert "no /server_info" in section
+    assert rs.HOSTILE not in page and esc(rs.HOSTILE) in section
+    assert "1 of 3 replicas lack a feature" in page

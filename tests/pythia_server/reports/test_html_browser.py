@@ -117,7 +117,7 @@ def _save(page: Any, locator: Any, name: str, tmp_path: Path, clip_height: int |
 
 
 def test_html_file_renders_every_section_offline(browser: Any, tmp_path: Path) -> None:
-    report = _report()
+    report = dict(_report(), replicas=rs.REPLICAS)
     path = tmp_path / "report.html"
     path.write_text(render_html(report))
     view = _Page(browser)
@@ -127,6 +127,8 @@ def test_html_file_renders_every_section_offline(browser: Any, tmp_path: Path) -
     _check_sections(page, len(report["workflows"]))
     assert page.evaluate("window.__pwned") is None  # hostile names stayed text
     assert page.locator("h2", has_text=rs.HOSTILE).count() == 1
+    replicas = page.locator("[data-section='replicas']")
+    assert replicas.is_visible() and replicas.locator("tbody tr").count() == len(rs.REPLICAS)
     # the timeline picker shows one session at a time
     research = page.locator("section.workflow[data-workflow='deep_research']")
     figures = research.locator("figure.session-timeline")

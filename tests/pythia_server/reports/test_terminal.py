@@ -6,6 +6,7 @@ from pathlib import Path
 from pythia_server.reports.command import load_report
 from pythia_server.reports.terminal import format_table, render_report
 from pythia_server.store.sqlite import Store
+from tests.pythia_server.reports import report_samples as rs
 from tests.pythia_server.reports.test_data import rec
 
 
@@ -35,3 +36,21 @@ def test_render_report_lists_workflows_and_agents(tmp_path: Path) -> None:
     profiler_line = next(line for line in text.splitlines() if line.startswith("Profiler: "))
     assert profiler_line.startswith("Profiler: shadow (2 of 8 sessions judged)") and "2 sessions learned" in text
     assert render_report({"workflows": []}) == "No calls recorded yet."
+
+
+def test_degraded_replicas_get_one_line_each() -> None:
+    text = render_report({"workflows": [], "replicas": rs.REPLICAS})
+    lines = text.splitlines()
+    assert lines[0] == "No calls recorded yet."
+    start = next(i for i, line in enumerate(lines) if line.startswith("Replicas"))
+    assert len(lines) == start + 1 + len(rs.REPLICAS)
+    r0, r1 = lines[start + 1], lines[start + 2]
+    assert r0.startswith("r0 (SGLang 0.4.6): missing priority_scheduling (this SGLang has no priority")
+    assert r0.endswith("unused by the policy: kv_events")
+    assert r1 == "r1 (SGLang ?): no /server_info, features unknown"
+
+
+def test_replicas_section_only_when_something_is_degraded() -> None:
+    healthy = [dict(r, degraded=False) for r in rs.REPLICAS]
+    assert "Replicas" not in render_report({"workflows": [], "replicas": healthy})
+    assert render_report({"workflows": [], "replicas": []}) == "No calls recorded yet."

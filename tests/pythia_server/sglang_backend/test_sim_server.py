@@ -207,11 +207,16 @@ def test_info_loads_metrics_and_flush(server: ServerThread, client: openai.OpenA
         assert info["version"] == "0.5.23" and info["page_size"] == 1
         assert info["max_total_num_tokens"] == 200_000 and info["chunked_prefill_size"] == 8192
         assert info["schedule_policy"] == "fcfs"
+        assert info["disable_priority_preemption"] is False and info["random_seed"] == 0
+        assert not {"enable_priority_preemption", "seed", "clip_max_new_tokens", "eos_token_id"} & set(info)
+        assert info["pythia_sim"]["calibration"]
     for path in ("/model_info", "/get_model_info"):
         assert httpx.get(server.url + path).json()["is_generation"] is True
     loads = httpx.get(server.url + "/v1/loads").json()
-    assert loads["dp_rank_count"] == 1 and loads["loads"][0]["max_total_num_tokens"] == 200_000
-    assert set(loads["aggregate"]) >= {"total_running_reqs", "total_waiting_reqs", "avg_token_usage"}
+    assert loads["num_accelerators"] == 1 and loads["loads"][0]["max_total_num_tokens"] == 200_000
+    (rank,) = loads["loads"]
+    assert rank["dp_rank"] == 0 and rank["queues"]["prealloc_ready"] == 0
+    assert not {"dp_rank_count", "aggregate", "num_total_reqs"} & (set(loads) | set(rank))
     client.completions.create(model="m", prompt="count me", max_tokens=2, extra_body={"ignore_eos": True})
     metrics = httpx.get(server.url + "/metrics").text
     for name in ("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage", "sglang:cache_hit_rate",
