@@ -49,6 +49,7 @@ class Replica:
     engine_total_kv_tokens: int | None = None
     engine_used_kv_tokens: int | None = None
     loads_supported: bool = True
+    metrics_supported: bool = True  # Prometheus /metrics, the load fallback
     #: ``FeatureSet.as_dict()`` from its ``/server_info`` (None: not read, or not SGLang).
     features: dict[str, object] | None = None
     #: Quarantines in a row without a successful call since; next probe not before this
@@ -210,7 +211,7 @@ class ReplicaPool:
             except UpstreamError as exc:
                 ok = False
                 replica.reason = f"/v1/models failed: {exc.message}"
-        if ok and replica.loads_supported:
+        if ok and (replica.loads_supported or replica.metrics_supported):
             await self._read_loads(replica)
         if ok and not replica.healthy:
             log.info("replica %s (%s) is healthy", replica.replica_id, replica.url)
@@ -242,10 +243,14 @@ class ReplicaPool:
 
     async def _read_loads(self, replica: Replica) -> None:
         """The engine's own queue and KV use from SGLang's /v1/loads (summed over DP ranks)."""
+        if not replica.loads_supported:
+            await self._read_load_metrics(replica)
+            return
         try:
             data = await replica.client.loads()
         except UpstreamError:
-            replica.loads_supported = False  # an older SGLang or another server: stop asking
+            replica.loads_supported = False  # an older SGLang or another server: /metrics from now on
+            await self._read_load_metrics(replica)
             return
         ranks = data.get("loads") if isinstance(data, dict) else None
         if not isinstance(ranks, list):
@@ -259,6 +264,19 @@ class ReplicaPool:
         replica.engine_waiting_requests = total("num_waiting_reqs")
         replica.engine_total_kv_tokens = total("max_total_num_tokens")
         replica.engine_used_kv_tokens = total("num_used_tokens")
+
+    async def _read_load_metrics(self, replica: Replica) -> None:
+        """The same view from SGLang's Prometheus gauges, for servers without ``/v1/loads``."""
+        if not replica.metrics_supported:
+            return
+        try:
+            load = await replica.client.load_metrics()
+        except UpstreamError:
+            replica.metrics_supported = False  # not SGLang, or run without --enable-metrics
+            return
+        replica.engine_waiting_requests = load.get("num_waiting_reqs")
+        replica.engine_total_kv_tokens = load.get("max_total_num_tokens")
+        replica.engine_used_kv_tokens = load.get("num_used_tokens")
 
     async def probe_all(self) -> None:
         """Probe every replica, except quarantined ones whose backoff has not passed."""

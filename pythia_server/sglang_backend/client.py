@@ -29,6 +29,7 @@ from pythia_server.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from pythia_server.sglang_backend.prometheus_load import parse_load_metrics
 
 __all__ = [
     "SGLangClient",
@@ -323,6 +324,20 @@ class SGLangClient:
     async def loads(self) -> Any:
         """SGLang's ``/v1/loads`` as returned (per-rank load), for the scheduler's view."""
         return await self._get_json("/v1/loads")
+
+    async def load_metrics(self) -> dict[str, int]:
+        """The load gauges of SGLang's Prometheus ``/metrics`` (``--enable-metrics``), summed
+        over ranks and named like ``/v1/loads`` fields: the fallback where that is missing."""
+        try:
+            async with self._session.get(self.base_url + "/metrics", timeout=self._probe_timeout) as response:
+                if response.status != 200:
+                    raise UpstreamError(f"GET /metrics on {self.base_url} returned {response.status}")
+                text = await response.text(errors="replace")
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(f"GET /metrics on {self.base_url} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailableError(f"GET /metrics on {self.base_url} failed: {exc}") from exc
+        return parse_load_metrics(text)
 
     async def server_info(self) -> Any:
         return await self._get_json("/server_info")

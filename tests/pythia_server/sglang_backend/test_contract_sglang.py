@@ -535,7 +535,11 @@ GATEWAY_LOAD_KEYS = ("num_waiting_reqs", "max_total_num_tokens", "num_used_token
 def _sglang_loads_body() -> dict:
     """What SGLang's `get_loads` handler (entrypoints/v1_loads.py) returns, built by its own code."""
     from sglang.srt.entrypoints import v1_loads
-    from sglang.srt.managers.load_snapshot import LoadSnapshot, MemoryMetrics, QueueMetrics
+    from sglang.srt.managers.load_snapshot import (
+        LoadSnapshot,
+        MemoryMetrics,
+        QueueMetrics,
+    )
 
     class TokenizerManager:
         async def get_loads(self, include: list[str] | None, dp_rank: int | None) -> list[LoadSnapshot]:
