@@ -12,7 +12,7 @@ import pytest
 from pythia_sdk.protocol import AgentTags, encode_headers
 from pythia_server.reports.command import fetch_report, load_report
 from pythia_server.config import GatewayConfig
-from tests.pythia_server.gateway.conftest import SIM_MODEL, RunningGateway, start_gateway
+from tests.pythia_server.gateway.conftest import SIM_MODEL, RunningGateway, start_gateway, wait_for
 from tests.pythia_server.gateway.servers import ServerThread
 
 MODEL = SIM_MODEL
@@ -53,6 +53,8 @@ def test_sync_client_gets_usage_streaming_and_not(sim_gateway: RunningGateway) -
                                                  max_tokens=3, stream=True, extra_body=EXACT,
                                                  stream_options={"include_usage": True}))
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    # A call is recorded once its stream has closed, which may be just after the client read it.
+    wait_for(lambda: len(seen) >= 3)
     assert seen == ["planner"] * 3
 
 
