@@ -78,8 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=run)
 
 
-def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | None) -> list[str]:
+def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | None,
+                    sessions: bool = False) -> list[str]:
     """``pythia-server sim`` flags for a bundle's ``EngineSettings``, the block size and KV events.
+
+    ``sessions``: the bundle manages cache retention (cache hints), so the engines keep a
+    session's KV until the gateway closes it (SGLang's session radix cache), as the
+    ``--backend sglang`` launch plan does.
 
     The simulated engine has no flags for ``priority_preemption`` off or low values first;
     those settings are not passed (the sim preempts as SGLang does by default).
@@ -90,6 +95,8 @@ def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | No
             "--radix-eviction-policy", engine.radix_eviction_policy]
     if engine.enable_priority_scheduling:
         argv.append("--enable-priority-scheduling")
+    if sessions:
+        argv.append("--enable-session-radix-cache")
     if kv_ports is not None:
         config = {"publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{kv_ports[0]}",
                   "replay_endpoint": f"tcp://127.0.0.1:{kv_ports[1]}", "topic": ""}
@@ -132,12 +139,14 @@ def replica_specs(args: argparse.Namespace, log_dir: str | None, config: Any = N
     from pythia_server.policy.baselines.registry import make_policy
     from pythia_server.sglang_backend.replica_specs import free_ports
 
-    engine = make_policy(config.policy, block_size=config.block_size).engine
+    bundle = make_policy(config.policy, block_size=config.block_size)
+    engine = bundle.engine
     ports = free_ports(2 * len(specs))
     out = []
     for i, spec in enumerate(specs):
         head, user = spec.argv[:len(spec.argv) - len(extra)], spec.argv[len(spec.argv) - len(extra):]
-        ours = sim_policy_args(engine, config.block_size, (ports[2 * i], ports[2 * i + 1]))
+        ours = sim_policy_args(engine, config.block_size, (ports[2 * i], ports[2 * i + 1]),
+                               sessions=bundle.cache_hints is not None)
         out.append(replace(spec, argv=(*head, *ours, *user)))  # the user's --sim-arg come last and win
     return out
 

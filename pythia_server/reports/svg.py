@@ -155,7 +155,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]],
         return _svg(width, height, "no data", "")
     t0 = min(all_x)
     unit, unit_name = time_unit(max(all_x) - t0)
-    x_max = max([(x - t0) / unit for x in all_x] + [1e-6])
+    x_max = max([(x - t0) / unit for x in all_x] + [1.0])  # at least one unit: a lone point stays readable
     frame = _Frame(width, height, (0.0, x_max), (0.0, 1.0))
     body: list[str] = []
     for start, end, name in bands:
@@ -167,6 +167,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]],
     for i, (name, pts) in enumerate(series.items()):
         coords = " ".join(f"{_f(frame.x((x - t0) / unit))},{_f(frame.y(y))}" for x, y in pts)
         body.append(f'<polyline class="series s{i}" points="{coords}"><title>{esc(name)}</title></polyline>')
+        body.extend(f'<circle class="series s{i}" cx="{_f(frame.x((x - t0) / unit))}" cy="{_f(frame.y(y))}" r="2.5">'
+                    f'<title>{esc(name)}: {y:.0%}</title></circle>' for x, y in pts)
         body.append(f'<text class="legend s{i}" x="{frame.left + 6 + 150 * i}" y="{frame.top + 10}">'
                     f'{esc(name)}</text>')
     return _svg(width, height, y_label or "over time", "".join(body))
@@ -180,7 +182,7 @@ def step_chart(points: Sequence[tuple[float, float]], y_label: str,
     t0 = points[0][0]
     unit, unit_name = time_unit(points[-1][0] - t0)
     xs = [(t - t0) / unit for t, _ in points]
-    frame = _Frame(width, height, (0.0, max(xs[-1], 1e-6)), (0.0, max(v for _, v in points) + 1))
+    frame = _Frame(width, height, (0.0, max(xs[-1], 1.0)), (0.0, max(v for _, v in points) + 1))
     coords: list[str] = []
     for i, (x, (_, v)) in enumerate(zip(xs, points)):
         if i:

@@ -278,6 +278,8 @@ def test_sim_flags_follow_the_bundle() -> None:
     events = json.loads(argv[argv.index("--kv-events-config") + 1])
     assert events["endpoint"] == "tcp://127.0.0.1:5557" and events["replay_endpoint"] == "tcp://127.0.0.1:5558"
     assert "--enable-priority-scheduling" not in sim_policy_args(make_policy("sglang").engine, 64, None)
+    assert "--enable-session-radix-cache" in sim_policy_args(make_policy("pythia").engine, 64, None, sessions=True)
+    assert "--enable-session-radix-cache" not in sim_policy_args(make_policy("sglang").engine, 64, None)
 
 
 def test_unknown_policy_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
