@@ -52,7 +52,11 @@ from pythia_server.gateway.workflows_api import (
 )
 from pythia_server.policy.baselines.registry import make_policy
 from pythia_server.policy.types import PolicyBundle
-from pythia_server.reports.enrich import UNTAGGED, build_full_report, cache_action_summary
+from pythia_server.reports.enrich import (
+    UNTAGGED,
+    build_full_report,
+    cache_action_summary,
+)
 from pythia_server.sglang_backend.client import make_session
 from pythia_server.sglang_backend.kv_index import KvEventHub
 from pythia_server.store.records import CallRecord
@@ -84,6 +88,8 @@ class Gateway:
         self.proxy: Proxy | None = None
         #: Drives the bundle (router, priority, cache hints, warms, session close); made at start.
         self.driver: PolicyDriver | None = None
+        #: ``serve --autoscale``: a ``gateway.autoscaling.LiveScaleDriver`` (None: fixed replicas).
+        self.autoscaler: Any = None
         self._session: Any = None
         self._sweeper: asyncio.Task[None] | None = None
         self._call_listeners: list[Callable[[CallRecord], None]] = []
@@ -152,6 +158,8 @@ class Gateway:
                 await self._sweeper
         if self.proxy is not None:
             await self.proxy.drain_background()
+        if self.autoscaler is not None:
+            await self.autoscaler.stop()
         if self.driver is not None:
             await self.driver.stop()
         if self.learning is not None:
@@ -242,6 +250,11 @@ def _limit(request: Request, default: int = 1000) -> int:
     return int(raw)
 
 
+def _autoscaler(gateway: Gateway) -> dict[str, Any] | None:
+    """The autoscaler's decisions for the report (None: fixed replicas)."""
+    return gateway.autoscaler.describe() if gateway.autoscaler is not None else None
+
+
 def _cache_actions(gateway: Gateway) -> dict[str, dict[str, Any]] | None:
     """Per workflow, the warms the policy driver sent and what came of them (None: no driver)."""
     if gateway.driver is None:
@@ -263,7 +276,7 @@ async def _api_report(request: Request) -> Response:
     actions = _cache_actions(gateway)
     report = await gateway.read(lambda: build_full_report(
         store.calls(tag), store.sessions(tag), workflow=workflow, profiler=profiler,
-        history=history, cache_actions=actions, now_s=now_s))
+        history=history, cache_actions=actions, autoscaler=_autoscaler(gateway), now_s=now_s))
     if gateway.driver is not None:  # what each replica's SGLang lacks (docs/reports.md)
         report["replicas"] = gateway.driver.replica_features()
     return JSONResponse(report)
@@ -362,6 +375,7 @@ def _page_routes(gateway: Gateway) -> list[Mount]:
         gateway.read, lambda: gateway.store,
         profiler=learning, history=learning.history if learning is not None else None,
         cache_actions=lambda: _cache_actions(gateway),
+        autoscaler=lambda: _autoscaler(gateway),
         replicas=lambda: gateway.driver.replica_features() if gateway.driver is not None else None))]
 
 

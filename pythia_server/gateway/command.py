@@ -50,6 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sglang.add_argument("--sglang-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for each SGLang replica (repeatable), "
                              "e.g. --sglang-arg=--mem-fraction-static=0.85")
+    scaling = parser.add_argument_group("autoscaling (--backend sim; docs/server.md)")
+    scaling.add_argument("--autoscale", choices=("reactive", "phase-adaptive"), default=None,
+                         help="add and release simulated replicas with this autoscaler: reactive (KPA/HPA "
+                              "thresholds) or phase-adaptive (Pythia's forecast; needs a pythia policy)")
+    scaling.add_argument("--min-replicas", type=int, default=None, metavar="N",
+                         help="fewest replicas the autoscaler keeps (default: --replicas)")
+    scaling.add_argument("--max-replicas", type=int, default=None, metavar="N",
+                         help="most replicas the autoscaler runs (default: 4 x --replicas)")
+    scaling.add_argument("--cold-start-s", type=float, default=30.0, metavar="SECONDS",
+                         help="a new replica's model load in engine seconds (default 30; divided by --speedup)")
     parser.add_argument("--dry-run", action="store_true", help="print the replica launch commands and exit")
     parser.add_argument("--block-size", type=int, default=None, help="tokens per prefix block hash (default 64)")
     parser.add_argument("--policy", default=None,
@@ -95,6 +105,8 @@ def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | No
             "--radix-eviction-policy", engine.radix_eviction_policy]
     if engine.enable_priority_scheduling:
         argv.append("--enable-priority-scheduling")
+    if getattr(engine, "max_running_requests", None) is not None:
+        argv += ["--max-running-requests", str(engine.max_running_requests)]
     if sessions:
         argv.append("--enable-session-radix-cache")
     if kv_ports is not None:
@@ -107,10 +119,7 @@ def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | No
 def replica_specs(args: argparse.Namespace, log_dir: str | None, config: Any = None) -> list[Any]:
     """The replicas to run: attached URLs, or spawned simulated engines (with the policy's flags)."""
     from pythia_server.cli import CliError
-    from pythia_server.sglang_backend.launcher import (
-        attached_replica_specs,
-        sim_replica_specs,
-    )
+    from pythia_server.sglang_backend.launcher import attached_replica_specs
 
     if args.backend_url:
         try:
@@ -126,29 +135,57 @@ def replica_specs(args: argparse.Namespace, log_dir: str | None, config: Any = N
             return list(plan_from_args(args, log_dir).specs)  # asks SGLang which flags it has
         except ValueError as exc:
             raise CliError(str(exc)) from None
+    make = sim_spec_factory(args, log_dir, config)
+    return [make(f"sim-{i}") for i in range(args.replicas)]
+
+
+def sim_spec_factory(args: argparse.Namespace, log_dir: str | None, config: Any = None,
+                     cold_start_s: float = 0.0) -> Any:
+    """A function replica id -> spec of one simulated engine with the policy's flags.
+
+    ``serve`` makes the initial pool with it and the autoscaler each replica it launches
+    (``cold_start_s``: the launched engine's modelled model load).
+    """
+    from dataclasses import replace
+
+    from pythia_server.cli import CliError
+    from pythia_server.sglang_backend.replica_specs import free_ports, sim_replica_specs
+
     extra = list(args.sim_arg)
     if args.speedup is not None:
         if args.speedup <= 0:
             raise CliError("--speedup must be positive")
         extra += ["--speedup", str(args.speedup)]
-    specs = sim_replica_specs(args.replicas, host="127.0.0.1", extra_args=extra, log_dir=log_dir)
-    if config is None:
-        return specs
-    from dataclasses import replace
+    if cold_start_s > 0:
+        extra += ["--cold-start-s", f"{cold_start_s:g}"]
+    engine = sessions = None
+    if config is not None:
+        from pythia_server.policy.baselines.registry import make_policy
 
-    from pythia_server.policy.baselines.registry import make_policy
-    from pythia_server.sglang_backend.replica_specs import free_ports
+        bundle = make_policy(config.policy, block_size=config.block_size)
+        engine, sessions = bundle.engine, bundle.cache_hints is not None
 
-    bundle = make_policy(config.policy, block_size=config.block_size)
-    engine = bundle.engine
-    ports = free_ports(2 * len(specs))
-    out = []
-    for i, spec in enumerate(specs):
+    handed_out: set[int] = set()  # not bound until the engines start: never hand one out twice
+
+    def fresh_ports(n: int) -> list[int]:
+        while True:
+            ports = free_ports(n)
+            if len(set(ports)) == n and not handed_out.intersection(ports):
+                handed_out.update(ports)
+                return ports
+
+    def make(replica_id: str) -> Any:
+        index = int(replica_id.rpartition("-")[2])
+        ports = fresh_ports(3)
+        spec = sim_replica_specs(1, host="127.0.0.1", ports=ports[:1], extra_args=extra, log_dir=log_dir,
+                                 first=index)[0]
+        if engine is None:
+            return spec
         head, user = spec.argv[:len(spec.argv) - len(extra)], spec.argv[len(spec.argv) - len(extra):]
-        ours = sim_policy_args(engine, config.block_size, (ports[2 * i], ports[2 * i + 1]),
-                               sessions=bundle.cache_hints is not None)
-        out.append(replace(spec, argv=(*head, *ours, *user)))  # the user's --sim-arg come last and win
-    return out
+        ours = sim_policy_args(engine, config.block_size, (ports[1], ports[2]), sessions=bool(sessions))
+        return replace(spec, argv=(*head, *ours, *user))  # the user's --sim-arg come last and win
+
+    return make
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -191,7 +228,50 @@ def run(args: argparse.Namespace) -> int:
     if log_dir is None and not args.backend_url:
         log_dir = tempfile.mkdtemp(prefix="pythia-replicas-")
     specs = replica_specs(args, log_dir, config)
-    return asyncio.run(_serve(config, specs, log_dir))
+    return asyncio.run(_serve(config, specs, log_dir, _autoscale_setup(args, config, log_dir)))
+
+
+def _autoscale_setup(args: argparse.Namespace, config: Any, log_dir: str | None) -> Any:
+    """Checks ``--autoscale`` and its bounds; returns (gateway, supervisor) -> a started-able driver."""
+    from pythia_server.cli import CliError
+
+    if args.autoscale is None:
+        if args.min_replicas is not None or args.max_replicas is not None:
+            raise CliError("--min-replicas / --max-replicas need --autoscale")
+        return None
+    if args.backend_url or args.backend != "sim":
+        raise CliError("--autoscale launches simulated replicas: it needs --backend sim without --backend-url "
+                       "(launching SGLang replicas on demand needs free GPUs: not supported yet, see docs/gpu.md)")
+    minimum = args.min_replicas if args.min_replicas is not None else args.replicas
+    maximum = args.max_replicas if args.max_replicas is not None else max(4 * args.replicas, minimum)
+    if not 1 <= minimum <= args.replicas <= maximum:
+        raise CliError(f"need 1 <= --min-replicas ({minimum}) <= --replicas ({args.replicas}) "
+                       f"<= --max-replicas ({maximum})")
+    if args.cold_start_s < 0:
+        raise CliError("--cold-start-s must not be negative")
+    from pythia_server.fleet import ReplicaFleet
+    from pythia_server.gateway.autoscaling import LiveScaleDriver, make_live_scaler
+    from pythia_server.policy.baselines.registry import make_policy
+
+    cold_start_s = args.cold_start_s / (args.speedup or 1.0)  # the scaler plans in wall seconds
+    try:  # fail now, not after the replicas started: phase-adaptive needs a Pythia bundle
+        make_live_scaler(args.autoscale, make_policy(config.policy, block_size=config.block_size),
+                         cold_start_s=cold_start_s, min_replicas=minimum, max_replicas=maximum)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    make_spec = sim_spec_factory(args, log_dir, config, cold_start_s=args.cold_start_s)
+
+    def setup(gateway: Any, supervisor: Any) -> Any:
+        scaler = make_live_scaler(args.autoscale, gateway.bundle, cold_start_s=cold_start_s,
+                                  min_replicas=minimum, max_replicas=maximum)
+        fleet = ReplicaFleet(cold_start_s=cold_start_s, id_prefix="sim-")
+        now_s = gateway.driver.now_s()
+        for _ in range(args.replicas):
+            fleet.add_serving(now_s)
+        return LiveScaleDriver(scaler, fleet, gateway.pool, supervisor, make_spec, gateway.driver.now_s,
+                               origin_s=gateway.driver.origin_s)
+
+    return setup
 
 
 def _dry_run(args: argparse.Namespace) -> int:
@@ -211,7 +291,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: Any, specs: list[Any], log_dir: str | None) -> int:
+async def _serve(config: Any, specs: list[Any], log_dir: str | None, autoscale: Any = None) -> int:
     import asyncio
     import signal
 
@@ -279,12 +359,17 @@ async def _serve(config: Any, specs: list[Any], log_dir: str | None) -> int:
         host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
         sockets = [sock for s in server.servers for sock in s.sockets]
         port = sockets[0].getsockname()[1] if sockets else config.port
+        if autoscale is not None:
+            gateway.autoscaler = autoscale(gateway, supervisor)
+            gateway.autoscaler.start()
         kind = "attached" if attached else "simulated" if simulated else "spawned"
         print(f"pythia-server: serving on http://{host}:{port} with {len(specs)} {kind} replica(s); "
               f"store {config.db_path}" + (f"; replica logs in {log_dir}" if log_dir else ""), flush=True)
         await serving
         return 0
     finally:
+        if gateway.autoscaler is not None:
+            await gateway.autoscaler.stop()
         await supervisor.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

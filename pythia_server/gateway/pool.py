@@ -57,6 +57,8 @@ class Replica:
     strikes: int = 0
     quarantined_until: float | None = None
     quarantines: int = 0
+    #: The autoscaler is releasing it: no new calls, stopped once idle (gateway/autoscaling.py).
+    draining: bool = False
 
     def view(self) -> ReplicaView:
         total = self.engine_total_kv_tokens or 0
@@ -76,7 +78,7 @@ class Replica:
                 "engine_total_kv_tokens": self.engine_total_kv_tokens,
                 "engine_used_kv_tokens": self.engine_used_kv_tokens, "features": self.features,
                 "quarantined": self.quarantined_until is not None, "quarantines": self.quarantines,
-                "strikes": self.strikes}
+                "strikes": self.strikes, "draining": self.draining}
 
 
 class ReplicaPool:
@@ -134,10 +136,11 @@ class ReplicaPool:
         return list(self._replicas.values())
 
     def views(self, exclude: Iterable[str] = (), model: str | None = None) -> list[ReplicaView]:
-        """Healthy replicas serving ``model`` as routers see them (``exclude``: ones already tried)."""
+        """Healthy replicas serving ``model`` as routers see them (``exclude``: ones already tried;
+        draining ones are never shown)."""
         skip = set(exclude)
         return [r.view() for r in self._replicas.values()
-                if r.healthy and r.replica_id not in skip and (model is None or model in r.models)]
+                if r.healthy and not r.draining and r.replica_id not in skip and (model is None or model in r.models)]
 
     def models(self) -> set[str]:
         """Models served by at least one replica the gateway has ever reached."""

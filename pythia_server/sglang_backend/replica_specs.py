@@ -66,18 +66,19 @@ def sim_replica_specs(
     ports: Sequence[int] | None = None,
     extra_args: Sequence[str] = (),
     log_dir: Path | str | None = None,
+    first: int = 0,
 ) -> list[ReplicaSpec]:
-    """Specs for n simulated engines (`pythia-server sim`), ids sim-0..sim-{n-1}; free ports if none."""
+    """Specs for n simulated engines (`pythia-server sim`), ids sim-{first}..; free ports if none."""
     ports = list(ports) if ports is not None else free_ports(n, host)
     if len(ports) != n:
         raise ValueError(f"{n} replicas need {n} ports, got {len(ports)}")
     return [
         ReplicaSpec(
-            replica_id=f"sim-{i}",
+            replica_id=f"sim-{first + i}",
             argv=(sys.executable, "-m", "pythia_server.cli", "sim", "--host", host, "--port", str(port), *extra_args),
             host=host,
             port=port,
-            log_path=Path(log_dir) / f"sim-{i}.log" if log_dir is not None else None,
+            log_path=Path(log_dir) / f"sim-{first + i}.log" if log_dir is not None else None,
         )
         for i, port in enumerate(ports)
     ]

@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
                         '"tcp://127.0.0.1:5558","topic":""}\'')
     parser.add_argument("--strict-model-name", action="store_true",
                         help="reject OpenAI requests whose model is not --model (newer SGLang's check)")
+    parser.add_argument("--cold-start-s", type=float, default=0.0, metavar="SECONDS",
+                        help="model load to model: listen only after this many engine seconds "
+                             "(divided by --speedup), as SGLang does while loading weights (default 0)")
     parser.add_argument("--log-level", default="warning")
     parser.set_defaults(func=run)
 
@@ -83,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise CliError("--kv-events-config needs an \"endpoint\" string")
     if args.speedup <= 0:
         raise CliError("--speedup must be positive")
+    if args.cold_start_s < 0:
+        raise CliError("--cold-start-s must not be negative")
     for name in ("kv_tokens", "page_size", "max_running_requests", "max_prefill_tokens"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -104,6 +109,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     import uvicorn
 
     from pythia_server.sglang_backend.sim_server import build_app
@@ -115,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         from pythia_server.cli import CliError
 
         raise CliError(f"cannot start the simulated engine: {exc}") from exc
+    if args.cold_start_s > 0:  # not listening yet: the supervisor sees a replica still loading
+        time.sleep(args.cold_start_s / config.speedup)
     print(f"pythia-server sim: serving {config.model} (simulated, speedup {config.speedup:g}) "
           f"on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

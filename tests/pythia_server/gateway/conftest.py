@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,57 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
+
+
+@contextlib.asynccontextmanager
+async def supervised_gateway(config: GatewayConfig, specs: list[Any],
+                             supervisor_config: Any) -> AsyncIterator[tuple[Gateway, Any, str]]:
+    """The gateway in this event loop over supervised replica processes, as ``serve`` wires them.
+
+    Yields (gateway, supervisor, base URL of the OpenAI API); stops all of it afterwards.
+    """
+    import asyncio
+
+    import uvicorn
+
+    from pythia_server.sglang_backend.launcher import (
+        ReplicaEvent,
+        ReplicaState,
+        ReplicaSupervisor,
+    )
+
+    app = build_app(config, [(s.replica_id, s.url) for s in specs])
+    gateway = app.state.gateway
+
+    def on_state_change(event: ReplicaEvent) -> None:
+        if gateway.pool is not None and event.state is not ReplicaState.STOPPED:
+            gateway.pool.set_health(event.replica_id, event.state is ReplicaState.READY, event.reason)
+
+    supervisor = ReplicaSupervisor(specs, on_state_change=on_state_change, config=supervisor_config)
+    await supervisor.start()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert server.started
+        yield gateway, supervisor, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
+    finally:
+        if gateway.autoscaler is not None:
+            await gateway.autoscaler.stop()
+        server.should_exit = True
+        await serving
+        await supervisor.stop()
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """``wait_for`` for tests on the event loop: poll without blocking it."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(condition())
