@@ -18,6 +18,7 @@ memory for the report's autoscaler section (``describe``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -31,7 +32,7 @@ from pythia_server.policy.types import PolicyBundle, Scaler, ScaleTick
 from pythia_server.sglang_backend.launcher import ReplicaStartError, ReplicaSupervisor
 from pythia_server.sglang_backend.replica_specs import ReplicaSpec
 
-__all__ = ["SCALER_KINDS", "LiveScaleDriver", "make_live_scaler"]
+__all__ = ["SCALER_KINDS", "LiveScaleDriver", "make_live_scaler", "setup_from_args"]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,49 @@ class LiveScaleDriver:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("autoscaler action failed", exc_info=task.exception())
+
+
+def setup_from_args(args: argparse.Namespace, config: Any, log_dir: str | None) -> Any:
+    """``serve``'s ``--autoscale`` flags checked (a ``CliError`` for bad ones) before any replica
+    starts; returns None (fixed replicas) or ``(gateway, supervisor) -> LiveScaleDriver``."""
+    from pythia_server.cli import CliError
+    from pythia_server.gateway.command import sim_spec_factory
+
+    if args.autoscale is None:
+        if args.min_replicas is not None or args.max_replicas is not None:
+            raise CliError("--min-replicas / --max-replicas need --autoscale")
+        return None
+    if args.backend_url or args.backend != "sim":
+        raise CliError("--autoscale launches simulated replicas: it needs --backend sim without --backend-url "
+                       "(launching SGLang replicas on demand needs free GPUs: not supported yet, see docs/gpu.md)")
+    minimum = args.min_replicas if args.min_replicas is not None else args.replicas
+    maximum = args.max_replicas if args.max_replicas is not None else max(4 * args.replicas, minimum)
+    if not 1 <= minimum <= args.replicas <= maximum:
+        raise CliError(f"need 1 <= --min-replicas ({minimum}) <= --replicas ({args.replicas}) "
+                       f"<= --max-replicas ({maximum})")
+    if args.cold_start_s < 0:
+        raise CliError("--cold-start-s must not be negative")
+    from pythia_server.policy.baselines.registry import make_policy
+
+    cold_start_s = args.cold_start_s / (args.speedup or 1.0)  # the scaler plans in wall seconds
+    try:  # fail now, not after the replicas started: phase-adaptive needs a Pythia bundle
+        make_live_scaler(args.autoscale, make_policy(config.policy, block_size=config.block_size),
+                         cold_start_s=cold_start_s, min_replicas=minimum, max_replicas=maximum)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    make_spec = sim_spec_factory(args, log_dir, config, cold_start_s=args.cold_start_s)
+
+    def setup(gateway: Any, supervisor: Any) -> Any:
+        scaler = make_live_scaler(args.autoscale, gateway.bundle, cold_start_s=cold_start_s,
+                                  min_replicas=minimum, max_replicas=maximum)
+        fleet = ReplicaFleet(cold_start_s=cold_start_s, id_prefix="sim-")
+        now_s = gateway.driver.now_s()
+        for _ in range(args.replicas):
+            fleet.add_serving(now_s)
+        return LiveScaleDriver(scaler, fleet, gateway.pool, supervisor, make_spec, gateway.driver.now_s,
+                               origin_s=gateway.driver.origin_s)
+
+    return setup
 
 
 def _differs(a: ScaleRecord, b: ScaleRecord) -> bool:

@@ -227,51 +227,10 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.log_dir
     if log_dir is None and not args.backend_url:
         log_dir = tempfile.mkdtemp(prefix="pythia-replicas-")
+    from pythia_server.gateway.autoscaling import setup_from_args
+
     specs = replica_specs(args, log_dir, config)
-    return asyncio.run(_serve(config, specs, log_dir, _autoscale_setup(args, config, log_dir)))
-
-
-def _autoscale_setup(args: argparse.Namespace, config: Any, log_dir: str | None) -> Any:
-    """Checks ``--autoscale`` and its bounds; returns (gateway, supervisor) -> a started-able driver."""
-    from pythia_server.cli import CliError
-
-    if args.autoscale is None:
-        if args.min_replicas is not None or args.max_replicas is not None:
-            raise CliError("--min-replicas / --max-replicas need --autoscale")
-        return None
-    if args.backend_url or args.backend != "sim":
-        raise CliError("--autoscale launches simulated replicas: it needs --backend sim without --backend-url "
-                       "(launching SGLang replicas on demand needs free GPUs: not supported yet, see docs/gpu.md)")
-    minimum = args.min_replicas if args.min_replicas is not None else args.replicas
-    maximum = args.max_replicas if args.max_replicas is not None else max(4 * args.replicas, minimum)
-    if not 1 <= minimum <= args.replicas <= maximum:
-        raise CliError(f"need 1 <= --min-replicas ({minimum}) <= --replicas ({args.replicas}) "
-                       f"<= --max-replicas ({maximum})")
-    if args.cold_start_s < 0:
-        raise CliError("--cold-start-s must not be negative")
-    from pythia_server.fleet import ReplicaFleet
-    from pythia_server.gateway.autoscaling import LiveScaleDriver, make_live_scaler
-    from pythia_server.policy.baselines.registry import make_policy
-
-    cold_start_s = args.cold_start_s / (args.speedup or 1.0)  # the scaler plans in wall seconds
-    try:  # fail now, not after the replicas started: phase-adaptive needs a Pythia bundle
-        make_live_scaler(args.autoscale, make_policy(config.policy, block_size=config.block_size),
-                         cold_start_s=cold_start_s, min_replicas=minimum, max_replicas=maximum)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    make_spec = sim_spec_factory(args, log_dir, config, cold_start_s=args.cold_start_s)
-
-    def setup(gateway: Any, supervisor: Any) -> Any:
-        scaler = make_live_scaler(args.autoscale, gateway.bundle, cold_start_s=cold_start_s,
-                                  min_replicas=minimum, max_replicas=maximum)
-        fleet = ReplicaFleet(cold_start_s=cold_start_s, id_prefix="sim-")
-        now_s = gateway.driver.now_s()
-        for _ in range(args.replicas):
-            fleet.add_serving(now_s)
-        return LiveScaleDriver(scaler, fleet, gateway.pool, supervisor, make_spec, gateway.driver.now_s,
-                               origin_s=gateway.driver.origin_s)
-
-    return setup
+    return asyncio.run(_serve(config, specs, log_dir, setup_from_args(args, config, log_dir)))
 
 
 def _dry_run(args: argparse.Namespace) -> int:

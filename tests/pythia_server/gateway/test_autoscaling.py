@@ -17,8 +17,12 @@ from pythia_sdk.protocol import AgentTags, encode_headers
 from pythia_server.cli import CliError, build_parser
 from pythia_server.config import GatewayConfig
 from pythia_server.fleet import ReplicaFleet
-from pythia_server.gateway.autoscaling import LiveScaleDriver, make_live_scaler
-from pythia_server.gateway.command import _autoscale_setup, sim_spec_factory
+from pythia_server.gateway.autoscaling import (
+    LiveScaleDriver,
+    make_live_scaler,
+    setup_from_args,
+)
+from pythia_server.gateway.command import sim_spec_factory
 from pythia_server.policy.baselines.registry import make_policy
 from pythia_server.policy.pythia.autoscale import ReactiveAutoscaler, ReactiveConfig
 from pythia_server.policy.types import ScaleDecision, ScaleTick
@@ -168,4 +172,4 @@ def test_bad_autoscale_flags_get_a_clear_error(tmp_path: Path, flags: list[str],
     args = serve_args(tmp_path, *flags)
     config = GatewayConfig(db_path=str(tmp_path / "p.db"), policy=args.policy or "pythia")
     with pytest.raises(CliError, match=message):
-        _autoscale_setup(args, config, None)
+        setup_from_args(args, config, None)
