@@ -21,15 +21,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
-from pythia_sdk.protocol import AgentTags, Hints, parse_request
+from pythia_sdk.protocol import parse_request
 from pythia_server.config import GatewayConfig
 from pythia_server.errors import (
     NotFoundError,
@@ -41,7 +39,6 @@ from pythia_server.errors import (
 )
 from pythia_server.gateway.accounting import (
     SseSplitter,
-    Usage,
     carries_accounting,
     decode_event,
     encode_event,
@@ -56,10 +53,12 @@ from pythia_server.gateway.assemble import (
     can_assemble,
     streaming_body,
 )
+from pythia_server.gateway.client_io import ClientGone, RelayResponse, unless_client_leaves
 from pythia_server.gateway.driver import PolicyDriver
 from pythia_server.gateway.metrics import GatewayMetrics
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.gateway.prompt_tokens import PromptTokenizer
+from pythia_server.gateway.served_call import ServedCall, call_outcome, call_record
 from pythia_server.gateway.validation import (
     ParsedRequest,
     parse_body,
@@ -67,7 +66,7 @@ from pythia_server.gateway.validation import (
     read_body,
     validate,
 )
-from pythia_server.policy.types import CallInfo, CallOutcome
+from pythia_server.policy.types import CallInfo
 from pythia_server.sglang_backend.client import (
     UpstreamResponse,
     build_generate_payload,
@@ -80,80 +79,8 @@ __all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 _UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "generate": "/generate"}
 _RETRYABLE_STATUS = (502, 503)
-
-
-@dataclass(slots=True)
-class _Call:
-    """One call's mutable state while it is served."""
-
-    call_id: str
-    parsed: ParsedRequest
-    tags: AgentTags
-    hints: Hints
-    info: CallInfo
-    started_wall: float
-    started: float  # perf_counter seconds
-    replica_id: str | None = None
-    reserved_tokens: int = 0
-    sent: float | None = None
-    first_content: float | None = None
-    usage: Usage = field(default_factory=Usage)
-    status: str = "ok"
-    error: str | None = None
-    done: bool = False
-    assembled: bool = False  # a non-streaming answer built from an upstream stream
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
-
-
-async def _client_gone(request: Request) -> None:
-    """Returns when the client disconnects (its body has been read: nothing else arrives)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result, or :class:`_ClientGone` (with ``work`` cancelled) if the client leaves first.
-
-    A non-streaming answer comes whole, so without this a client that gave up would
-    keep its request running on the engine to the end.
-    """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_client_gone(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise _ClientGone
-
-
-class _RelayResponse(StreamingResponse):
-    """A streaming response that runs ``on_close`` however the ASGI call ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
 
 
 class Proxy:
@@ -192,13 +119,13 @@ class Proxy:
         info = CallInfo(call_id=call_id, tags=tags, prompt_tokens=len(prompt_ids), block_hashes=hashes,
                         max_tokens=parsed.max_tokens, hints=hints,
                         arrival_s=self._driver.policy_time(started_wall))
-        call = _Call(call_id, parsed, tags, hints, info, started_wall, started,
+        call = ServedCall(call_id, parsed, tags, hints, info, started_wall, started,
                      assembled=(not parsed.stream and self._config.assemble_from_stream
                                 and can_assemble(parsed.route, parsed.body)))
         self._inflight += 1
         try:
-            upstream = await _unless_client_leaves(request, self._send(call))
-        except _ClientGone:
+            upstream = await unless_client_leaves(request, self._send(call))
+        except ClientGone:
             self._abandon(call, None)
             return Response(b"", status_code=499)
         except PythiaError as exc:
@@ -211,7 +138,7 @@ class Proxy:
             return await self._answer_assembled(call, upstream, request)
         if upstream.status >= 400 or not parsed.stream:
             return await self._answer_whole(call, upstream, request)
-        return _RelayResponse(self._relay(call, upstream), lambda: self._close_stream(call, upstream))
+        return RelayResponse(self._relay(call, upstream), lambda: self._close_stream(call, upstream))
 
     # -- routing and sending -------------------------------------------------------------
 
@@ -225,7 +152,7 @@ class Proxy:
             raise NotFoundError(f"The model '{parsed.model}' does not exist; served: {', '.join(sorted(known))}",
                                 param="model", code="model_not_found")
 
-    async def _send(self, call: _Call) -> UpstreamResponse:
+    async def _send(self, call: ServedCall) -> UpstreamResponse:
         parsed = call.parsed
         tried: list[str] = []
         last: PythiaError | None = None
@@ -287,7 +214,7 @@ class Proxy:
             return response
         raise last or UpstreamUnavailableError("no healthy replica to serve the request")
 
-    def _quarantine(self, call: _Call, upstream: UpstreamResponse | None, exc: PythiaError) -> None:
+    def _quarantine(self, call: ServedCall, upstream: UpstreamResponse | None, exc: PythiaError) -> None:
         """The replica hung or answered garbage: drop the request there and quarantine it."""
         if upstream is not None:
             upstream.close()
@@ -305,18 +232,18 @@ class Proxy:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _release(self, call: _Call) -> None:
+    def _release(self, call: ServedCall) -> None:
         if call.replica_id is not None:
             self._pool.end(call.replica_id, call.reserved_tokens, ok=False)
             call.replica_id = None
 
     # -- answering -------------------------------------------------------------------------
 
-    async def _answer_whole(self, call: _Call, upstream: UpstreamResponse, request: Request) -> Response:
+    async def _answer_whole(self, call: ServedCall, upstream: UpstreamResponse, request: Request) -> Response:
         """Read the whole upstream answer, unless the client leaves first (then abort it)."""
         try:
-            raw = await _unless_client_leaves(request, upstream.read())
-        except _ClientGone:
+            raw = await unless_client_leaves(request, upstream.read())
+        except ClientGone:
             self._abandon(call, upstream)
             return Response(b"", status_code=499)
         except PythiaError as exc:
@@ -344,11 +271,11 @@ class Proxy:
         self._finish(call, "ok", None)
         return Response(raw, status_code=upstream.status, media_type="application/json")
 
-    async def _answer_assembled(self, call: _Call, upstream: UpstreamResponse, request: Request) -> Response:
+    async def _answer_assembled(self, call: ServedCall, upstream: UpstreamResponse, request: Request) -> Response:
         """The non-streaming answer built from an upstream stream (TTFT taken on the way)."""
         try:
-            body = await _unless_client_leaves(request, self._collect(call, upstream))
-        except _ClientGone:
+            body = await unless_client_leaves(request, self._collect(call, upstream))
+        except ClientGone:
             self._abandon(call, upstream)
             return Response(b"", status_code=499)
         except PythiaError as exc:
@@ -364,7 +291,7 @@ class Proxy:
         self._finish(call, "ok", None)
         return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
 
-    async def _collect(self, call: _Call, upstream: UpstreamResponse) -> dict[str, Any]:
+    async def _collect(self, call: ServedCall, upstream: UpstreamResponse) -> dict[str, Any]:
         route = call.parsed.route
         assembler = GenerateAssembler() if route == "generate" else OpenAIAssembler(chat=route == "chat")
         splitter = SseSplitter()
@@ -390,7 +317,7 @@ class Proxy:
             usage_from_openai(body, call.usage)
         return body
 
-    async def _relay(self, call: _Call, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+    async def _relay(self, call: ServedCall, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
         """Forward whole SSE events as they arrive, decoding only those that matter.
 
         Events are decoded until the first content (TTFT); after that, OpenAI chunks only
@@ -436,14 +363,14 @@ class Proxy:
             usage_from_generate(decode_event(last_generate), call.usage)
         self._finish(call, "ok", None)
 
-    def _close_stream(self, call: _Call, upstream: UpstreamResponse) -> None:
+    def _close_stream(self, call: ServedCall, upstream: UpstreamResponse) -> None:
         """Runs when the relay ends however it ends; a call still open was abandoned."""
         if call.done:
             upstream.release()
             return
         self._abandon(call, upstream)
 
-    def _abandon(self, call: _Call, upstream: UpstreamResponse | None) -> None:
+    def _abandon(self, call: ServedCall, upstream: UpstreamResponse | None) -> None:
         """The client left: drop the upstream connection, abort by rid, record ``aborted``."""
         if upstream is not None:
             upstream.close()  # drops the connection: the engine aborts the request
@@ -456,7 +383,7 @@ class Proxy:
 
     # -- recording -------------------------------------------------------------------------
 
-    def _finish(self, call: _Call, status: str, error: str | None) -> None:
+    def _finish(self, call: ServedCall, status: str, error: str | None) -> None:
         """Record the call once, release its reservation, tell the policies."""
         if call.done:
             return
@@ -464,52 +391,21 @@ class Proxy:
         call.status, call.error = status, error
         self._inflight -= 1
         now = time.perf_counter()
-        usage = call.usage
         if call.replica_id is not None:
             self._pool.end(call.replica_id, call.reserved_tokens, ok=status == "ok")
-            self._tell_policies(call, status, now)
-        queue_ms = (call.sent - call.started) * 1000.0 if call.sent is not None else None
-        if queue_ms is not None and usage.engine_queue_ms is not None:
-            queue_ms += usage.engine_queue_ms
-        ttft_ms = (call.first_content - call.started) * 1000.0 if call.first_content is not None else None
-        e2e_ms = (now - call.started) * 1000.0
-        prompt_tokens = usage.prompt_tokens if usage.prompt_tokens is not None else call.info.prompt_tokens
-        tags = call.tags
-        record = CallRecord(
-            call_id=call.call_id, workflow=tags.workflow, session=tags.session, agent=tags.agent,
-            parent=tags.parent, call_tag=tags.call, model=call.parsed.model, replica=call.replica_id,
-            route=call.parsed.route, stream=call.parsed.stream, prompt_tokens=prompt_tokens,
-            cached_tokens=usage.cached_tokens, output_tokens=usage.output_tokens,
-            queue_ms=queue_ms, ttft_ms=ttft_ms, e2e_ms=e2e_ms,
-            finish_reason=usage.finish_reason if status == "ok" else (usage.finish_reason or status),
-            status=status, error=error, started_at=call.started_wall,
-            finished_at=call.started_wall + e2e_ms / 1000.0, block_size=self._config.block_size,
-            block_hashes=call.info.block_hashes)
+            self._tell_policies(call, now)
+        record = call_record(call, now, self._config.block_size)
         try:
             self._record(record)
         except Exception:  # recording must never fail the call
             log.exception("could not record call %s", call.call_id)
         self._metrics.observe_call(route=record.route, workflow=record.workflow, status=status,
                                    prompt_tokens=record.prompt_tokens, cached_tokens=record.cached_tokens,
-                                   output_tokens=record.output_tokens, ttft_ms=ttft_ms, e2e_ms=e2e_ms,
-                                   queue_ms=queue_ms, agent=record.agent)
+                                   output_tokens=record.output_tokens, ttft_ms=record.ttft_ms,
+                                   e2e_ms=record.e2e_ms, queue_ms=record.queue_ms, agent=record.agent)
 
-    def _tell_policies(self, call: _Call, status: str, now: float) -> None:
-        """One ``CallOutcome`` for the bundle (times from the gateway's view; see driver.py)."""
-        usage = call.usage
-        e2e_s = now - call.started
-        if usage.engine_queue_ms is not None:
-            queue_s = usage.engine_queue_ms / 1000.0
-        else:
-            queue_s = (call.sent - call.started) if call.sent is not None else 0.0
-        tool_call = True if usage.finish_reason == "tool_calls" else None
-        outcome = CallOutcome(
-            call=call.info, replica_id=call.replica_id or "", ok=status == "ok",
-            prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else call.info.prompt_tokens,
-            cached_tokens=usage.cached_tokens or 0, output_tokens=usage.output_tokens or 0,
-            queue_s=queue_s, service_s=max(e2e_s - queue_s, 0.0),
-            finished_s=self._driver.policy_time(call.started_wall + e2e_s),
-            ends_with_tool_call=tool_call)
+    def _tell_policies(self, call: ServedCall, now: float) -> None:
+        outcome = call_outcome(call, now, self._driver.policy_time)
         try:
             self._driver.finished(outcome, outcome.finished_s)
         except Exception:  # a policy's bug must not fail the call

@@ -34,7 +34,8 @@ class RunningGateway:
 def start_gateway(tmp_path: Path, backends: list[tuple[str, str]], **changes: object) -> RunningGateway:
     # Round robin unless a test asks otherwise: the fault tests rely on calls spreading.
     changes.setdefault("policy", "sglang")
-    config = GatewayConfig(db_path=str(tmp_path / "pythia.db"), health_interval_s=0.2, **changes)
+    changes.setdefault("health_interval_s", 0.2)
+    config = GatewayConfig(db_path=str(tmp_path / "pythia.db"), **changes)
     app = build_app(config, backends)
     server = ServerThread(app).start()
     return RunningGateway(server, app.state.gateway, tmp_path / "pythia.db")

@@ -122,7 +122,9 @@ def test_a_replica_dying_before_its_first_byte_is_retried_elsewhere(tmp_path: Pa
     dying = FakeSGLang(die_after_chunks=0)
     healthy = FakeSGLang()
     servers = [ServerThread(dying.app).start(), ServerThread(healthy.app).start()]
-    running = start_gateway(tmp_path, [("dying", servers[0].url), ("healthy", servers[1].url)], policy="sglang")
+    # No probe between the calls: a passing /health would let the dying replica back in.
+    running = start_gateway(tmp_path, [("dying", servers[0].url), ("healthy", servers[1].url)], policy="sglang",
+                            health_interval_s=60.0)
     try:
         for _ in range(2):  # round robin: one first try lands on the dying replica
             chunks = list(client(running.url).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
