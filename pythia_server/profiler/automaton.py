@@ -8,7 +8,10 @@ measured, not assumed:
 - ``markov``: the last agent only (the baseline every report contrasts with);
 - ``order-k``: the last k agents, backing off to shorter histories when unseen;
 - ``loop-k``: the last k agents plus how often the current agent has run in this
-  session (the loop count), backing off to ``order-k``.
+  session (the loop count), backing off to ``order-k``;
+- ``sig-k``: the current agent with the finished step's *signature* (``signature.py``)
+  and loop count, then without the loop count, then ``loop-k`` (no signature yet: a call
+  still arriving). Longer histories with the signature split the evidence too thinly.
 
 Counts are exponentially decayed per session (``half_life_sessions``) by growing the
 weight of new sessions instead of shrinking old counts, so a changed workflow is
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pythia_server.profiler.signature import OUTPUT_BUCKETS, signature_of
 from pythia_server.profiler.steps import Step
 from pythia_server.profiler.types import END, OTHER_AGENT, START, UNKNOWN_AGENT
 
@@ -88,12 +92,15 @@ class CandidateSpec:
     name: str
     order: int
     loop: bool
+    signature: bool = False
 
 
 def candidate_specs(max_order: int) -> tuple[CandidateSpec, ...]:
     specs = [CandidateSpec("markov", 1, False)]
     specs += [CandidateSpec(f"order-{k}", k, False) for k in range(2, max_order + 1)]
     specs += [CandidateSpec(f"loop-{k}", k, True) for k in range(1, min(_MAX_LOOP_ORDER, max_order) + 1)]
+    top_loop = min(_MAX_LOOP_ORDER, max_order)
+    specs.append(CandidateSpec(f"sig-{top_loop}", top_loop, True, True))
     return tuple(specs)
 
 
@@ -102,6 +109,10 @@ def candidate_specs(max_order: int) -> tuple[CandidateSpec, ...]:
 _ID_BITS = 10
 MAX_AGENT_IDS = (1 << _ID_BITS) - 1
 _MAX_LOOP_ORDER = 3
+# A signature (>= 16: see signature_of) sits above any packed history, so signature keys
+# never equal plain or loop keys.
+_SIG_SHIFT = _ID_BITS * 7 + 8
+_TOP_BUCKET = OUTPUT_BUCKETS - 1
 _MAX_RANKED = 8
 _NOT_ACTIONABLE = frozenset({OTHER_AGENT, UNKNOWN_AGENT})
 COMPARE_ALL_FIRST = 64
@@ -122,8 +133,11 @@ def _choose(chain: tuple[ContextStats, ...], needed: float) -> str | None:
     return fallback
 
 
-def position_keys(ids: Sequence[int], visits: int, max_order: int, loop_orders: int) -> tuple[list[int], list[int]]:
-    """Plain keys for orders 1..K and loop keys for orders 1..L at the end of ``ids``."""
+def position_keys(
+    ids: Sequence[int], visits: int, max_order: int, loop_orders: int, signature: int = 0
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Keys at the end of ``ids``: plain (orders 1..K) and loop (1..L); with a signature
+    (0: none) also the current agent + signature + loop count, and agent + signature."""
     plain: list[int] = []
     loop: list[int] = []
     packed = 0
@@ -133,7 +147,21 @@ def position_keys(ids: Sequence[int], visits: int, max_order: int, loop_orders: 
         plain.append((packed << 8) | k)
         if k <= loop_orders:
             loop.append((packed << 8) | (visits << 3) | k)
-    return plain, loop
+    if not signature or not ids:
+        return plain, loop, [], []
+    high = (signature << _SIG_SHIFT) | (ids[-1] << 8) | 1
+    return plain, loop, [high | (visits << 3)], [high]
+
+
+def _chain(spec: CandidateSpec, plain: list, loop: list, sig_loop: list, sig_plain: list) -> list:
+    """A candidate's back-off chain, most specific first (see the module docstring)."""
+    k = spec.order
+    chain = plain[:k][::-1]
+    if spec.loop:
+        chain = loop[:k][::-1] + chain
+    if spec.signature:
+        chain = sig_loop + sig_plain + chain  # of the current agent only
+    return chain
 
 
 class ContextModel:
@@ -173,12 +201,9 @@ class ContextModel:
         return found
 
     # -- prediction ------------------------------------------------------------
-    def _pick(self, plain: list[ContextStats | None], loop: list[ContextStats | None], spec: CandidateSpec) -> ContextStats | None:
+    def _pick(self, chain: list[ContextStats | None]) -> ContextStats | None:
         needed = self.min_evidence * self._weight
         fallback = None
-        chain = plain[: spec.order][::-1]
-        if spec.loop:
-            chain = loop[: spec.order][::-1] + chain
         for stats in chain:
             if stats is not None and stats.total > 0.0:
                 if stats.total >= needed:
@@ -187,56 +212,68 @@ class ContextModel:
                     fallback = stats
         return fallback
 
-    def lookup(self, history: Sequence[str], visits: int, spec: CandidateSpec | None = None) -> ContextStats | None:
+    def lookup(
+        self,
+        history: Sequence[str],
+        visits: int,
+        spec: CandidateSpec | None = None,
+        recall: str | None = None,
+        output_tokens: int | None = None,
+    ) -> ContextStats | None:
         """The most specific context with enough evidence for ``spec`` (default: chosen).
 
         ``history`` starts with START and ends with the current agent; ``visits`` is how
-        often the current agent has run in the session.
+        often the current agent has run in the session. ``recall`` and ``output_tokens``
+        make the current step's signature (``output_tokens`` None: the step has not
+        finished, no signature).
         """
         spec = spec or self.chosen
         tail = history[-spec.order :]
         ids = [self.ids.get(a, 0) for a in tail]
-        plain_keys, loop_keys = position_keys(ids, min(visits, self._loop_cap), spec.order, spec.order if spec.loop else 0)
+        signature = 0
+        if spec.signature and output_tokens is not None:
+            signature = signature_of(self.ids.get(recall, 0) if recall is not None else 0, output_tokens)
+        keys = position_keys(ids, min(visits, self._loop_cap), spec.order, spec.order if spec.loop else 0, signature)
         get = self.table.get
-        return self._pick([get(k) for k in plain_keys], [get(k) for k in loop_keys], spec)
+        return self._pick(_chain(spec, *([get(k) for k in part] for part in keys)))
 
     # -- learning --------------------------------------------------------------
-    def _contexts_for(self, ids: list[int], visits: int) -> tuple[tuple[ContextStats, ...], tuple[tuple[ContextStats, ...], ...]]:
-        """The context stats at the end of ``ids``, created as needed and cached by state.
+    def _contexts_for(
+        self, ids: list[int], visits: int, signature: int, state: int
+    ) -> tuple[tuple[ContextStats, ...], tuple[tuple[ContextStats, ...], ...]]:
+        """The context stats at the end of ``ids``, created as needed and cached by ``state``.
 
         Returns (every one to update, each candidate's back-off chain, longest first).
         Stats are never removed from the table, so the cached chains stay valid. A
         context that the table cap keeps out is left out; such a state is not cached,
         so it is created once there is room.
         """
-        plain: list[ContextStats | None] = []
-        loop: list[ContextStats | None] = []
-        plain_keys, loop_keys = position_keys(ids, visits, self.max_order, self._loop_orders)
+        parts: list[list[ContextStats | None]] = []
         complete = True
-        for keys, out in ((plain_keys, plain), (loop_keys, loop)):
+        for keys in position_keys(ids, visits, self.max_order, self._loop_orders, signature):
+            out: list[ContextStats | None] = []
             for key in keys:
                 stats = self.table.get(key)
                 if stats is None and len(self.table) < self._max_contexts:
                     stats = self.table[key] = ContextStats()
                 out.append(stats)
                 complete = complete and stats is not None
-        chains = []
-        for spec in self.specs:
-            chain = plain[: spec.order][::-1]
-            if spec.loop:
-                chain = loop[: spec.order][::-1] + chain
-            chains.append(tuple(stats for stats in chain if stats is not None))
-        entry = (tuple(stats for stats in plain + loop if stats is not None), tuple(chains))
+            parts.append(out)
+        chains = tuple(tuple(stats for stats in _chain(spec, *parts) if stats is not None) for spec in self.specs)
+        entry = (tuple(stats for part in parts for stats in part if stats is not None), chains)
         if complete:
-            packed = 0
-            for agent_id in ids[-self.max_order :]:
-                packed = (packed << _ID_BITS) | agent_id
-            self._by_state[(packed << 5) | visits] = entry
+            self._by_state[state] = entry
         return entry
 
-    def learn(self, steps: Sequence[Step], ended: bool) -> dict[str, tuple[int, int]]:
+    def learn(
+        self,
+        steps: Sequence[Step],
+        ended: bool,
+        recalls: Sequence[str | None] | None = None,
+    ) -> dict[str, tuple[int, int]]:
         """Score the candidates on this session (before learning it), then learn it.
 
+        ``recalls`` (``signature.py``; one per step) complete the steps' signatures.
         Returns each candidate's (hits, trials) on the session.
         """
         agents = [step.agent for step in steps]
@@ -256,9 +293,10 @@ class ContextModel:
         seen: dict[str, int] = {}
         positions = steps_total if ended else steps_total - 1
         loop_cap = self._loop_cap
-        # The state (last max_order ids, visit count) packed in an int, rolled per step.
+        # The state (step signature, last max_order ids, visit count) packed in an int.
         # START occurs only first, so a shorter history never packs like a longer one.
         window_mask = (1 << (_ID_BITS * self.max_order)) - 1
+        sig_shift = _ID_BITS * self.max_order + 5
         packed = START_ID
         needed = self.min_evidence * weight
         chosen_index = specs.index(self.chosen)
@@ -278,11 +316,18 @@ class ContextModel:
             ids.append(agent_id)
             packed = ((packed << _ID_BITS) | agent_id) & window_mask
             seen[agent] = visits = seen.get(agent, 0) + 1
-            visits = min(visits, loop_cap)
+            if visits > loop_cap:  # noqa: PLR1730 - no builtin call in the per-step loop
+                visits = loop_cap
             nxt = nexts[i]
-            entry = contexts.get((packed << 5) | visits)
+            recall = recalls[i] if recalls is not None else None
+            bucket = steps[i].max_output_tokens.bit_length()  # signature_of, inlined
+            if bucket > _TOP_BUCKET:  # noqa: PLR1730 - as above
+                bucket = _TOP_BUCKET
+            signature = ((agent_ids.get(recall, 0) + 1 if recall is not None else 1) << 4) | bucket
+            state = (signature << sig_shift) | (packed << 5) | visits
+            entry = contexts.get(state)
             if entry is None:
-                entry = self._contexts_for(ids, visits)
+                entry = self._contexts_for(ids, visits, signature, state)
             every, chains = entry
             if nxt not in not_actionable:  # naming "some agent" correctly is no usable prediction
                 if compare_all:

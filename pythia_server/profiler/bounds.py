@@ -96,7 +96,8 @@ class OutputSamples:
         left, insort = bisect.bisect_left, bisect.insort
         total = self._sum
         for tokens in values:
-            tokens = max(tokens, 0)
+            if tokens < 0:  # noqa: PLR1730 - no builtin call per value
+                tokens = 0
             if len(order) >= capacity:
                 old = order.popleft()
                 del ordered[left(ordered, old)]

@@ -184,6 +184,11 @@ class PrefixComposition:
         root.prefix = root.prefix[: common_prefix_length(root.prefix, hashes)]
         root.sessions += 1
 
+    def role_blocks(self, agent: str) -> int:
+        """Blocks of ``agent``'s role prefix (0 until seen in two sessions)."""
+        comp = self._agents.get(agent)
+        return len(comp.role) if comp is not None else 0
+
     def predict(
         self,
         agent: str,

@@ -17,6 +17,7 @@ from pythia_server.profiler.bounds import OutputSamples
 from pythia_server.profiler.composition import PrefixComposition
 from pythia_server.profiler.modes import ModeTracker, SessionScore
 from pythia_server.profiler.regex import RegexSummary
+from pythia_server.profiler.signature import RecallTracker, session_recalls
 from pythia_server.profiler.steps import Step, extend_steps, group_steps
 from pythia_server.profiler.types import (
     END,
@@ -52,6 +53,7 @@ class LiveSession:
         "last_end_s",
         "last_prompt",
         "last_prompt_by_agent",
+        "recall",
         "seen",
         "session",
         "step_of",
@@ -74,6 +76,7 @@ class LiveSession:
         self.block_size = 64
         self.agents: list[str] = []  # the agent name each call (in start order) is learned under
         self.step_of: list[int] = []  # index of the step each call (in start order) belongs to
+        self.recall = RecallTracker()  # brought up to date when a prediction needs it
 
     def add(self, call: CallObservation, agent: str) -> None:
         """Add a call. In start order this is O(1); a call that started earlier than the
@@ -104,6 +107,7 @@ class LiveSession:
         first = position
         while first > 0 and self.step_of[first - 1] >= step:
             first -= 1
+        self.recall.reset()
         for name in self.history[step:]:
             self.visits[name] -= 1
         del self.steps[step:]
@@ -207,7 +211,7 @@ class WorkflowModel:
             agents = [self.agent_name(c.agent) for c in ordered]
             steps = group_steps(ordered, {id(c): a for c, a in zip(ordered, agents, strict=True)})
         before = self.automaton.chosen.name
-        scores = self.automaton.learn(steps, ended)
+        scores = self.automaton.learn(steps, ended, session_recalls(ordered, steps, self.composition.role_blocks))
         covered, bound_trials = self._learn_calls(ordered, agents)
         hits, trials = scores.get(before, (0, 0))
         self.modes.record(SessionScore(hits, trials, covered, bound_trials))
@@ -303,6 +307,8 @@ class WorkflowModel:
         history = live.history if live is not None else []
         current: str | None = None
         visits = 0
+        recall: str | None = None  # the finished step's signature (signature.py)
+        output_tokens: int | None = None
         if agent is not None:
             current = self._name_for_lookup(agent) if agent else UNKNOWN_AGENT
             visits = (live.visits.get(current, 0) if live is not None else 0) + 1
@@ -311,7 +317,11 @@ class WorkflowModel:
             current = history[-1] if history else None
             visits = live.visits.get(current, 0) if live is not None and current else 0
             context = [START, *history[-self.config.max_order :]]
-        stats = self.automaton.lookup(context, min(visits, self.config.loop_count_cap))
+            if live is not None and live.steps:
+                live.recall.update(live.calls, live.step_of, live.steps, self.composition.role_blocks)
+                recall = live.recall.recalls[-1]
+                output_tokens = live.steps[-1].max_output_tokens
+        stats = self.automaton.lookup(context, min(visits, self.config.loop_count_cap), None, recall, output_tokens)
         next_agents = stats.ranked if stats is not None else ()
         steps_left = work_left = None
         if stats is not None and stats.ended_weight > 0.0:

@@ -54,7 +54,7 @@ def compress(steps: Sequence[Step]) -> list[tuple[tuple[str, ...], int, int]]:
             if reps > 1 and period * reps > best_period * best_reps:
                 best_period, best_reps = period, reps
         span = best_period * best_reps
-        width = max(s.width for s in steps[i : i + span])
+        width = steps[i].width if span == 1 else max(s.width for s in steps[i : i + span])
         units.append((tuple(agents[i : i + best_period]), best_reps, width))
         i += span
     return units
@@ -170,7 +170,7 @@ def _parse(units: Sequence[_Unit], agents: list[str], steps: Sequence[Step]) -> 
         if reps == 0:
             return None
         span = reps * period
-        parsed.append((reps, max(s.width for s in steps[i : i + span])))
+        parsed.append((reps, steps[i].width if span == 1 else max(s.width for s in steps[i : i + span])))
         i += span
     return parsed if i == len(agents) else None
 

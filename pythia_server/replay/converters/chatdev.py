@@ -28,12 +28,23 @@ Assumptions, each also in docs/workloads.md:
    that instance: the previous prompt's whole blocks are reused when the prompt grew, and
    only the system prompt otherwise. Two speakers share nothing (their system prompts come
    first and differ), and a new phase instance starts a new chat (only the system prompt
-   is shared). This under-counts reuse of text repeated across phases (the task,
+   and the phase's prompt of point 5 are shared). This under-counts reuse of text repeated across phases (the task,
    the code), which the log cannot identify. In this file a speaker rarely speaks twice
    in one phase instance (21 of 984 calls), so reuse is mostly the role prompts.
    ``history="shared"`` instead lets every call of a phase instance extend the previous
    call's prompt whatever the speaker: an optimistic upper bound (it pretends the other
    speaker's system prompt is not in front of the shared history).
+5. **Phase prompts.** ChatDev opens every phase instance with that phase's prompt
+   (``PhaseConfig.json``) right after the speaker's system prompt, with the run's task,
+   modality, language and ideas filled in; the code and comments that follow change
+   between instances. So inside one run, every instance of a phase starts, for the same
+   speaker, with the same ``phase_prompt_tokens`` tokens after the system prompt (default
+   32: about the phase's opening sentence, shorter than any filled-in phase prompt).
+   Across runs that text follows a different task (ChatDev's role prompts name the task
+   after their first 150 to 200 tokens, about the 3 whole blocks of point 4), so it is not
+   shared between sessions. The recorded ``phase`` identifies it; a live
+   gateway sees the same repetition in the prompt's blocks. ``phase_prompt_tokens=0``
+   drops it (every phase instance then starts fresh after the system prompt).
 """
 
 from __future__ import annotations
@@ -62,6 +73,9 @@ class ChatDevOptions:
     block_size: int = 64
     system_tokens: int = 250
     history: str = "per-speaker"  # or "shared" (upper bound), see the module docstring
+    phase_prompt_tokens: int = (
+        32  # a phase's prompt head, repeated within a run (point 5)
+    )
 
 
 def read_chatdev(path: str | Path) -> list[dict[str, Any]]:
@@ -90,6 +104,10 @@ def convert_chatdev(
     rows: Iterable[dict[str, Any]], options: ChatDevOptions | None = None
 ) -> list[WorkloadRequest]:
     options = options or ChatDevOptions()
+    if options.phase_prompt_tokens < 0:
+        raise WorkloadError(
+            f"phase_prompt_tokens must be >= 0, not {options.phase_prompt_tokens}"
+        )
     if options.history not in ("per-speaker", "shared"):
         raise WorkloadError(
             f"history must be 'per-speaker' or 'shared', not {options.history!r}"
@@ -101,6 +119,8 @@ def convert_chatdev(
     shared = SharedPrefixes(allocator, options.block_size)
     out: list[WorkloadRequest] = []
     for session_id, calls in runs.items():
+        # (speaker's system prompt, phase) -> (tokens, ids) of system prompt + phase head.
+        phase_heads: dict[tuple[tuple[str, str], Any], tuple[int, tuple[int, ...]]] = {}
         previous: dict[str, Any] | None = None
         histories: dict[
             str, tuple[int, tuple[int, ...]]
@@ -121,9 +141,25 @@ def convert_chatdev(
                     history[1], history[0], input_length, options.block_size, allocator
                 )
             else:
+                head_tokens, head_ids = system_tokens, system_ids
+                if options.phase_prompt_tokens > 0:
+                    head = phase_heads.get((system_key, phase))
+                    if head is None:
+                        tokens = min(
+                            input_length, system_tokens + options.phase_prompt_tokens
+                        )
+                        ids = extend_prompt(
+                            system_ids,
+                            system_tokens,
+                            tokens,
+                            options.block_size,
+                            allocator,
+                        )
+                        head = phase_heads[(system_key, phase)] = (tokens, ids)
+                    head_tokens, head_ids = head
                 hash_ids = extend_prompt(
-                    system_ids,
-                    system_tokens,
+                    head_ids,
+                    min(head_tokens, input_length),
                     input_length,
                     options.block_size,
                     allocator,

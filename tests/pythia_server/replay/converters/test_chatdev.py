@@ -229,3 +229,64 @@ def test_the_recorded_file_converts_and_reloads(
     assert all(len(r.wait_for) <= 1 for r in requests)
     save_workload(requests, tmp_path / "chatdev.jsonl")
     assert load_workload(tmp_path / "chatdev.jsonl") == requests
+
+
+def _review_round(run: str, seq: int, t: float) -> list[dict]:
+    """One review round: the reviewer comments, the programmer modifies."""
+    return [
+        _row(
+            run,
+            seq,
+            t,
+            t + 1,
+            900 + 10 * seq,
+            50,
+            "CodeReviewComment",
+            "Code Reviewer",
+            "Code Reviewer",
+            "Programmer",
+            "rev",
+            "prog",
+        ),
+        _row(
+            run,
+            seq + 1,
+            t + 2,
+            t + 3,
+            950 + 10 * seq,
+            400,
+            "CodeReviewModification",
+            "Programmer",
+            "Programmer",
+            "Code Reviewer",
+            "prog",
+            "rev",
+        ),
+    ]
+
+
+def test_a_phase_prompt_repeats_within_a_run_but_not_across_runs() -> None:
+    rows = (
+        _review_round("A", 0, 1000)
+        + _review_round("A", 2, 1010)
+        + _review_round("B", 0, 5000)
+    )
+    a0, a1, a2, a3, b0, _ = convert_chatdev(
+        rows, ChatDevOptions(system_tokens=250, phase_prompt_tokens=32)
+    )
+    # 250 + 32 tokens -> 4 whole blocks: 3 of the role prompt, then one that holds the phase's opening.
+    assert a2.hash_ids[:4] == a0.hash_ids[:4] and a2.hash_ids[4] != a0.hash_ids[4]
+    assert a3.hash_ids[:4] == a1.hash_ids[:4]
+    assert a1.hash_ids[3] != a0.hash_ids[3]  # another phase (and speaker)
+    assert (
+        b0.hash_ids[:3] == a0.hash_ids[:3] and b0.hash_ids[3] != a0.hash_ids[3]
+    )  # another run's task
+    off = convert_chatdev(
+        rows, ChatDevOptions(system_tokens=250, phase_prompt_tokens=0)
+    )
+    assert (
+        off[2].hash_ids[:3] == off[0].hash_ids[:3]
+        and off[2].hash_ids[3] != off[0].hash_ids[3]
+    )
+    with pytest.raises(WorkloadError):
+        convert_chatdev(rows, ChatDevOptions(phase_prompt_tokens=-1))
