@@ -53,9 +53,10 @@ def instrument(
     """Instrument ``target`` and return it.
 
     ``target``: None or ``"openai"`` (every openai client), an openai client (only that
-    one), a compiled LangGraph graph, or an AutoGen AgentChat team or agent. Frameworks
-    also instrument every openai client, since their model calls end there.
-    ``workflow`` names the workflow type (default: the graph's or team's name).
+    one), a compiled LangGraph graph, an AutoGen AgentChat team or agent, or an AG2
+    (``ag2`` 1.x) ``Agent``. Frameworks also instrument every openai client, since their
+    model calls end there.
+    ``workflow`` names the workflow type (default: the graph's, team's or agent's name).
     ``endpoint`` is the OTLP/HTTP traces URL (default: the standard ``OTEL_*`` variables,
     else the gateway the client talks to). The first call's telemetry settings win.
     Instrumenting the same target twice is a no-op with a warning.
@@ -95,9 +96,18 @@ def instrument(
         if not autogen.instrument_autogen(target, workflow=workflow):
             log.warning("pythia: this AutoGen team or agent is already instrumented")
         return target
+    if module == "ag2" or module.startswith("ag2."):
+        from pythia_sdk.integrations import ag2
+
+        if not ag2.is_ag2_agent(target):
+            raise TypeError("pythia.instrument() takes an AG2 Agent (from ag2 import Agent)")
+        openai_integration.instrument_all(telemetry)
+        if not ag2.instrument_ag2(target, workflow=workflow):
+            log.warning("pythia: this AG2 agent is already instrumented")
+        return target
     raise TypeError(
         f"pythia.instrument() does not know {type(target).__qualname__}: pass an openai "
-        "client, a compiled LangGraph graph or an AutoGen AgentChat team/agent"
+        "client, a compiled LangGraph graph, an AutoGen AgentChat team/agent or an AG2 Agent"
     )
 
 

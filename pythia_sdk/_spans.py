@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from pythia_sdk import _semconv as sc
 from pythia_sdk._config import GATEWAY_ENDPOINT, Settings, gateway_traces_url
+from pythia_sdk._deferred import DeferredSpans, supports_deferral
 
 log = logging.getLogger("pythia_sdk")
 
@@ -104,6 +105,11 @@ class Telemetry:
             self.tracer = tracer_provider.get_tracer(sc.SCOPE_NAME)
         #: False when spans would be no-ops: the hot path then skips building them.
         self.tracing = not isinstance(self.tracer, trace.NoOpTracer)
+        self._provider = tracer_provider
+        #: Model-call spans built off the call path (see pythia_sdk._deferred), or None.
+        self.deferred: DeferredSpans | None = None
+        if self.tracing and not settings.capture_content and supports_deferral(self.tracer):
+            self.deferred = DeferredSpans(self.tracer)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(sc.SCOPE_NAME)
         self.duration_s = meter.create_histogram(
             sc.METRIC_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
@@ -133,11 +139,17 @@ class Telemetry:
         return provider
 
     def flush(self, timeout_s: float = 5.0) -> bool:
-        if self._owned_provider is None:
+        """Build the deferred spans, then export everything the provider holds."""
+        if self.deferred is not None:
+            self.deferred.drain()
+        force_flush = getattr(self._provider, "force_flush", None)
+        if force_flush is None:
             return True
-        return bool(self._owned_provider.force_flush(int(timeout_s * 1000)))
+        return bool(force_flush(int(timeout_s * 1000)))
 
     def shutdown(self) -> None:
+        if self.deferred is not None:
+            self.deferred.close()
         if self._owned_provider is not None:
             self._owned_provider.shutdown()
             self._owned_provider = None
@@ -161,10 +173,10 @@ def end_span(span: Span, error: BaseException | None = None) -> None:
     span.end()
 
 
-def record_error(span: Span, error: BaseException) -> None:
+def record_error(span: Span, error: BaseException, timestamp_ns: int | None = None) -> None:
     if span.is_recording():
         span.set_attribute(sc.ERROR_TYPE, type(error).__qualname__)
-        span.record_exception(error)
+        span.record_exception(error, timestamp=timestamp_ns)
         span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
 
 

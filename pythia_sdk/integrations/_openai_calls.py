@@ -13,9 +13,10 @@ import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind
 
 from pythia_sdk import _semconv as sc
+from pythia_sdk._deferred import DeferredSpans
 from pythia_sdk._spans import Telemetry, record_error
 
 log = logging.getLogger("pythia_sdk")
@@ -32,22 +33,55 @@ def log_failure(where: str, exc: BaseException) -> None:
 
 
 class ModelCall:
-    """One instrumented model call: its span (maybe none) and what the response said."""
+    """One instrumented model call: its span (eager, deferred or none) and what the
+    response said. Deferred, this object *is* the record the worker turns into a span."""
 
-    __slots__ = ("telemetry", "span", "op", "model", "start_ns", "ended", "usage",
-                 "response_model", "response_id", "finish_reasons", "__weakref__")
+    __slots__ = ("telemetry", "span", "op", "model", "request", "start_ns", "end_ns",
+                 "ended", "deferred", "usage", "response_model", "response_id",
+                 "finish_reasons", "raw_response", "how", "error", "trace_id", "span_id",
+                 "trace_flags", "parent_context", "__weakref__")
 
-    def __init__(self, telemetry: Telemetry, span: Span | None, op: str, model: str | None):
+    def __init__(self, telemetry: Telemetry, op: str, model: str | None,
+                 request: tuple[Any, ...]) -> None:
         self.telemetry = telemetry
-        self.span = span
+        self.span: Span | None = None  # an eager span
         self.op = op
         self.model = model
-        self.start_ns = time.monotonic_ns()
+        #: (tag attributes, pythia.api, streamed, max tokens, base URL): the span's
+        #: request attributes, built only when the span is.
+        self.request = request
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
         self.ended = False
+        self.deferred = False  # True: the worker builds the span and records the metrics
         self.usage: Any = None
         self.response_model: str | None = None
         self.response_id: str | None = None
         self.finish_reasons: list[str] = []
+        self.raw_response = False  # with_streaming_response: the body is the caller's
+        self.how: str | None = None
+        self.error: BaseException | None = None
+        self.span_id: int | None = None  # a deferred span's ids (None: no span to build)
+        self.trace_id = 0
+        self.trace_flags = 0
+        self.parent_context: Any = None  # the parent's SpanContext (None: a root span)
+
+    def request_attributes(self) -> dict[str, Any]:
+        tag_attrs, api, streamed, max_tokens, base_url = self.request
+        attrs: dict[str, Any] = dict(tag_attrs)
+        attrs[sc.GEN_AI_OPERATION_NAME] = self.op
+        attrs[sc.GEN_AI_PROVIDER_NAME] = "openai"
+        attrs[sc.PYTHIA_API] = api
+        if self.model:
+            attrs[sc.GEN_AI_REQUEST_MODEL] = self.model
+        if streamed:
+            attrs[sc.PYTHIA_STREAM] = True
+        if isinstance(max_tokens, int):
+            attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+        attrs[sc.SERVER_ADDRESS] = base_url.host
+        if base_url.port:
+            attrs[sc.SERVER_PORT] = base_url.port
+        return attrs
 
     # -- reading responses -------------------------------------------------------------
     def on_item(self, item: Any) -> None:
@@ -79,50 +113,101 @@ class ModelCall:
 
     # -- ending --------------------------------------------------------------------------
     def end(self, how: str | None = None, error: BaseException | None = None) -> None:
+        """Note the end; the span and metrics are built now, or by the worker."""
         if self.ended:
             return
         self.ended = True
+        self.end_ns = time.time_ns()
+        self.how, self.error = how, error
+        deferred = self.telemetry.deferred
+        if self.deferred and deferred is not None:
+            deferred.submit(self)
+            return
         try:
-            self._finish(how, error)
+            self._finish()
         except Exception as exc:  # pragma: no cover - defensive
             log_failure("span end", exc)
 
-    def _finish(self, how: str | None, error: BaseException | None) -> None:
+    def materialise(self, spans: DeferredSpans) -> None:
+        """The deferred span (with the recorded ids, times and parent) and metric points."""
+        if self.span_id is not None:
+            name = f"{self.op} {self.model}" if self.model else self.op
+            attrs = self.request_attributes()
+            attrs.update(self._response_attributes())
+            if self.error is None:
+                spans.emit(self.trace_id, self.span_id, self.trace_flags, self.parent_context,
+                           name, attrs, self.start_ns, self.end_ns)
+            else:  # the exception event and status: through a live span
+                span = spans.start_span(self.trace_id, self.span_id, self.parent_context, name,
+                                        kind=SpanKind.CLIENT, attributes=attrs,
+                                        start_time=self.start_ns)
+                record_error(span, self.error, timestamp_ns=self.end_ns)
+                span.end(end_time=self.end_ns)
+        self._record_metrics()
+
+    def _response_attributes(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        if self.how is not None:
+            attrs[sc.PYTHIA_STREAM_END] = self.how
+        if self.raw_response:
+            attrs[sc.PYTHIA_RAW_RESPONSE] = True
+        if self.response_model:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = str(self.response_model)
+        if self.response_id:
+            attrs[sc.GEN_AI_RESPONSE_ID] = str(self.response_id)
+        if self.finish_reasons:
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(self.finish_reasons)
         input_tokens, output_tokens = _usage_tokens(self.usage)
+        if input_tokens is not None:
+            attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+        if output_tokens is not None:
+            attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        return attrs
+
+    def _finish(self) -> None:
         span = self.span
         if span is not None:
-            attrs: dict[str, Any] = {}
-            if how is not None:
-                attrs[sc.PYTHIA_STREAM_END] = how
-            if self.response_model:
-                attrs[sc.GEN_AI_RESPONSE_MODEL] = str(self.response_model)
-            if self.response_id:
-                attrs[sc.GEN_AI_RESPONSE_ID] = str(self.response_id)
-            if self.finish_reasons:
-                attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self.finish_reasons
-            if input_tokens is not None:
-                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
-            if output_tokens is not None:
-                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+            attrs = self._response_attributes()
             if attrs:
                 span.set_attributes(attrs)
-            if error is not None:
-                record_error(span, error)
+            if self.error is not None:
+                record_error(span, self.error)
             span.end()
-        metric_attrs: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: self.op,
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-        }
-        if self.model:
-            metric_attrs[sc.GEN_AI_REQUEST_MODEL] = self.model
-        if error is not None:
-            metric_attrs[sc.ERROR_TYPE] = type(error).__qualname__
+        self._record_metrics()
+
+    def _record_metrics(self) -> None:
         tel = self.telemetry
-        tel.duration_s.record((time.monotonic_ns() - self.start_ns) / 1e9, metric_attrs)
+        error_type = type(self.error).__qualname__ if self.error is not None else None
+        plain, inputs, outputs = _metric_attributes(self.op, self.model, error_type)
+        tel.duration_s.record((self.end_ns - self.start_ns) / 1e9, plain)
+        input_tokens, output_tokens = _usage_tokens(self.usage)
         if input_tokens is not None:
-            tel.token_usage.record(input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
+            tel.token_usage.record(input_tokens, inputs)
         if output_tokens is not None:
-            tel.token_usage.record(output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
+            tel.token_usage.record(output_tokens, outputs)
+
+
+_MetricAttributes = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+_metric_attrs: dict[tuple[str, str | None, str | None], _MetricAttributes] = {}
+
+
+def _metric_attributes(op: str, model: str | None, error_type: str | None) -> _MetricAttributes:
+    """The three attribute sets of one call's metric points, built once per kind of call
+    (the SDK copies what it keeps, so sharing them is safe)."""
+    key = (op, model, error_type)
+    found = _metric_attrs.get(key)
+    if found is None:
+        plain: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: op, sc.GEN_AI_PROVIDER_NAME: "openai"}
+        if model:
+            plain[sc.GEN_AI_REQUEST_MODEL] = model
+        if error_type is not None:
+            plain[sc.ERROR_TYPE] = error_type
+        found = (plain, {**plain, sc.GEN_AI_TOKEN_TYPE: "input"},
+                 {**plain, sc.GEN_AI_TOKEN_TYPE: "output"})
+        if len(_metric_attrs) >= 1024:  # many models or error types: start over
+            _metric_attrs.clear()
+        _metric_attrs[key] = found
+    return found
 
 
 def _usage_tokens(usage: Any) -> tuple[int | None, int | None]:

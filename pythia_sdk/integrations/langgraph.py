@@ -174,8 +174,9 @@ class GraphRun(BaseCallbackHandler):
                                  sc.GEN_AI_TOOL_NAME: str(name)}
         if task is not None and task.tags.agent:
             attrs[sc.GEN_AI_AGENT_NAME] = task.tags.agent
-        tool_call_id = (kwargs.get("inputs") or {}).get("tool_call_id") if isinstance(
-            kwargs.get("inputs"), dict) else None
+        tool_call_id = kwargs.get("tool_call_id")  # langchain-core >= 1.x passes it
+        if tool_call_id is None and isinstance(kwargs.get("inputs"), dict):
+            tool_call_id = kwargs["inputs"].get("tool_call_id")
         if tool_call_id:
             attrs[sc.GEN_AI_TOOL_CALL_ID] = str(tool_call_id)
         span = tracer().start_span(

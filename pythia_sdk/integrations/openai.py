@@ -11,7 +11,9 @@ the current span: we then add our tags to its span instead of opening a second o
 Per call: read the context, merge tags and ``traceparent`` into the caller's headers
 (never replacing one the caller set, in ``extra_headers`` or the client's
 ``default_headers``), open a ``chat {model}`` CLIENT span, and end it when the response
-is parsed or the stream ends (exhausted, error, ``close``, ``break`` or collection).
+is parsed or the stream ends (exhausted, error, ``close``, ``break`` or collection). Behind
+batch span processors the span is only *named* here (its ids go out in ``traceparent``)
+and built by a worker after the call (see :mod:`pythia_sdk._deferred`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pythia_sdk.integrations._openai_calls import (
     observe_async,
     observe_sync,
 )
+from pythia_sdk.integrations._openai_raw import observe_raw
 from pythia_sdk.protocol import HEADER_PREFIX, AgentTags, merge_headers
 
 log = logging.getLogger("pythia_sdk")
@@ -64,6 +67,8 @@ class _Types:
         self.async_stream = openai.AsyncStream
         self.legacy = LegacyAPIResponse
         self.raw = BaseAPIResponse
+        #: Result types seen to be none of the above (parsed models), checked first.
+        self.plain: set[type] = set()
 
 
 # -- the wrapper -----------------------------------------------------------------------------
@@ -81,7 +86,9 @@ class Chokepoint:
         if op_api is None:
             return None
         op, api = op_api
-        body = options.json_data if isinstance(options.json_data, Mapping) else {}
+        body = options.json_data
+        if type(body) is not dict and not isinstance(body, Mapping):
+            body = {}
         model = body.get("model")
         model = model if isinstance(model, str) else None
 
@@ -102,42 +109,44 @@ class Chokepoint:
         if telemetry.gateway is not None and telemetry.gateway.endpoint is None:
             telemetry.gateway.learn(client.base_url)
 
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") \
+            or body.get("max_output_tokens")
+        call = ModelCall(telemetry, op, model, (
+            tag_attrs, api, stream or body.get("stream") is True, max_tokens, client._base_url))
         current = trace.get_current_span()
-        span: Span | None = None
-        tp_span: Span | None = None
+        tp: str | None = None
+        deferred = telemetry.deferred
         if not telemetry.tracing and not current.is_recording():  # tags only
             pass
         elif _is_foreign_chat_span(current):
             if tag_attrs:
                 current.set_attributes(tag_attrs)
-            tp_span = current
+            tp = traceparent(current)
+            call.deferred = deferred is not None and deferred.active
+        elif deferred is not None and deferred.active:  # the span is built off the call path
+            call.deferred = True
+            parent_ctx = (parent if parent is not None else current).get_span_context()
+            if not parent_ctx.is_valid:
+                parent_ctx = None
+            trace_id, span_id, flags = deferred.new_ids(parent_ctx)
+            tp = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+            if flags & 0x01:  # sampled (ParentBased: as the parent, or a new root)
+                call.trace_id, call.span_id, call.trace_flags = trace_id, span_id, flags
+                call.parent_context = parent_ctx
         else:
-            attrs: dict[str, Any] = dict(tag_attrs)
-            attrs[sc.GEN_AI_OPERATION_NAME] = op
-            attrs[sc.GEN_AI_PROVIDER_NAME] = "openai"
-            attrs[sc.PYTHIA_API] = api
-            if model:
-                attrs[sc.GEN_AI_REQUEST_MODEL] = model
-            if stream or body.get("stream") is True:
-                attrs[sc.PYTHIA_STREAM] = True
-            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") \
-                or body.get("max_output_tokens")
-            if isinstance(max_tokens, int):
-                attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-            base_url = client._base_url
-            attrs[sc.SERVER_ADDRESS] = base_url.host
-            if base_url.port:
-                attrs[sc.SERVER_PORT] = base_url.port
             context = trace.set_span_in_context(parent) if parent is not None else None
             span = telemetry.tracer.start_span(
                 f"{op} {model}" if model else op, context=context, kind=SpanKind.CLIENT,
-                attributes=attrs,
+                attributes=call.request_attributes(),
             )
             if telemetry.settings.capture_content and span.is_recording():
                 capture_input(span, body)
-            tp_span = span
+            call.span = span
+            tp = traceparent(span)
 
-        caller = options.headers if isinstance(options.headers, Mapping) else None
+        caller = options.headers  # usually openai's NOT_GIVEN, which is falsy
+        if not caller or (type(caller) is not dict and not isinstance(caller, Mapping)):
+            caller = None
         defaults = client._custom_headers
         if defaults:  # a tag set in the client's default_headers wins too
             ours = {k: v for k, v in defaults.items() if k.lower().startswith(HEADER_PREFIX)}
@@ -149,14 +158,17 @@ class Chokepoint:
             headers = merge_headers(caller, tags)
         else:
             headers = dict(caller)
-        tp = traceparent(tp_span) if tp_span is not None else None
         if tp is not None and (not caller or all(k.lower() != _TRACEPARENT for k in headers)):
             headers[_TRACEPARENT] = tp
         options.headers = headers
-        return ModelCall(telemetry, span, op, model)
+        return call
 
     def finish(self, call: ModelCall, result: Any) -> Any:
         """End the span now, or hand it to the stream; returns ``result`` unchanged."""
+        if type(result) in self.types.plain:  # the common case: a parsed model object
+            call.on_response(result)
+            call.end()
+            return result
         t = self.types
         if isinstance(result, t.stream):
             observe_sync(result, call)
@@ -171,11 +183,10 @@ class Chokepoint:
             else:
                 call.on_response(parsed)
                 call.end()
-        elif isinstance(result, t.raw):  # with_streaming_response: body not read yet
-            if call.span is not None:
-                call.span.set_attribute(sc.PYTHIA_RAW_RESPONSE, True)
-            call.end()
+        elif isinstance(result, t.raw):  # with_streaming_response: ends with the body
+            observe_raw(result, call)
         else:
+            self.types.plain.add(type(result))  # not a stream nor a raw response
             call.on_response(result)
             call.end()
         return result

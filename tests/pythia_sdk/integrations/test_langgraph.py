@@ -195,3 +195,73 @@ def test_prebuilt_react_agent_with_tools(fake: FakeOpenAI, spans: InMemorySpanEx
     tools = [s for s in spans.get_finished_spans() if s.name == "execute_tool lookup"]
     assert len(tools) == 1
     assert tools[0].attributes[sc.GEN_AI_TOOL_NAME] == "lookup"
+
+
+def _tool_then_answer(body: dict[str, Any]) -> dict[str, Any]:
+    if body["messages"][-1]["role"] == "tool":
+        return {"content": "the answer is 42"}
+    return {"tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"query": "x"}'}}]}
+
+
+@tool
+def lookup(query: str) -> str:
+    """Look a fact up."""
+    return "42"
+
+
+def test_langchain_create_agent(fake: FakeOpenAI, spans: InMemorySpanExporter) -> None:
+    """langchain>=1.0's create_agent: a compiled graph whose "model" node calls the LLM;
+    its name is the workflow, each invocation a session (the thread_id when given)."""
+    agents = pytest.importorskip("langchain.agents")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    fake.responder = _tool_then_answer
+    llm = ChatOpenAI(base_url=fake.base_url, api_key="unused", model="m")
+    agent = agents.create_agent(llm, [lookup], name="fact_checker", system_prompt="Be brief.",
+                                checkpointer=InMemorySaver())
+    pythia.instrument(agent)
+    first = agent.invoke({"messages": [("user", "what is it?")]},
+                         {"configurable": {"thread_id": "t-1"}})
+    assert first["messages"][-1].content == "the answer is 42"
+    agent.invoke({"messages": [("user", "and now?")]}, {"configurable": {"thread_id": "t-2"}})
+    calls = fake.model_calls()
+    assert [(c.tag("workflow"), c.tag("session"), c.tag("agent"), c.tag("parent"))
+            for c in calls] == [("fact_checker", "t-1", "model", None)] * 2 + \
+        [("fact_checker", "t-2", "model", None)] * 2
+    finished = spans.get_finished_spans()
+    by_id = {s.context.span_id: s for s in finished}
+    tools = [s for s in finished if s.name == "execute_tool lookup"]
+    assert len(tools) == 2
+    assert all(by_id[t.parent.span_id].name == "invoke_agent tools" for t in tools)
+    assert all(t.attributes[sc.GEN_AI_TOOL_CALL_ID] == "call_1" for t in tools)
+    chats = [s for s in finished if s.attributes[sc.GEN_AI_OPERATION_NAME] == "chat"]
+    assert {s.attributes[sc.GEN_AI_CONVERSATION_ID] for s in chats} == {"t-1", "t-2"}
+
+
+# ChatOpenAI caches its async HTTP client per process: keep one loop for them all.
+@pytest.mark.asyncio(loop_scope="session")
+async def test_create_agents_as_subgraphs_of_a_supervisor(
+        fake: FakeOpenAI, spans: InMemorySpanExporter) -> None:
+    """Two create_agent agents as nodes of one graph: each call carries the node path."""
+    agents = pytest.importorskip("langchain.agents")
+
+    fake.responder = _tool_then_answer
+    llm = ChatOpenAI(base_url=fake.base_url, api_key="unused", model="m")
+
+    class Team(TypedDict):
+        messages: Annotated[list[Any], operator.add]
+
+    team = StateGraph(Team)
+    team.add_node("researcher", agents.create_agent(llm, [lookup], name="researcher"))
+    team.add_node("writer", agents.create_agent(llm, [], name="writer"))
+    team.add_edge(START, "researcher")
+    team.add_edge("researcher", "writer")
+    graph = pythia.instrument(team.compile(name="supervisor"))
+    await asyncio.gather(*(graph.ainvoke({"messages": [("user", f"topic {i}")]})
+                           for i in range(2)))
+    calls = fake.model_calls()
+    assert len({c.tag("session") for c in calls}) == 2
+    per_session = Counter((c.tag("workflow"), c.tag("agent"), c.tag("parent")) for c in calls)
+    assert per_session == Counter({("supervisor", "researcher/model", "researcher"): 4,
+                                   ("supervisor", "writer/model", "writer"): 2})

@@ -325,3 +325,45 @@ def test_no_duplicate_span_with_the_official_instrumentation(fake: FakeOpenAI) -
     assert chat.instrumentation_scope.name != sc.SCOPE_NAME
     assert chat.attributes[sc.GEN_AI_AGENT_NAME] == "a"
     assert fake.model_calls()[0].headers["traceparent"].split("-")[2] == f"{chat.context.span_id:016x}"
+
+
+def test_streaming_response_spans_end_with_the_body_and_carry_usage(
+        fake: FakeOpenAI, spans: InMemorySpanExporter) -> None:
+    client = openai.OpenAI(base_url=fake.base_url, api_key="unused")
+    chat = client.chat.completions.with_streaming_response
+    with pythia.workflow("wf"), pythia.agent("a"):
+        with chat.create(model="m", messages=MESSAGES) as response:
+            assert chat_spans(spans) == []  # headers are in, the body is not read yet
+            response.parse()
+        with chat.create(model="m", messages=MESSAGES) as response:
+            response.json()
+        with chat.create(model="m", messages=MESSAGES, stream=True,
+                         stream_options={"include_usage": True}) as response:
+            lines = list(response.iter_lines())
+        with client.responses.with_streaming_response.create(model="m", input="hi") as response:
+            response.read()
+        with chat.create(model="m", messages=MESSAGES) as response:
+            pass  # never read: ends when closed, no usage
+    assert any(line.startswith("data:") for line in lines)
+    parsed, as_json, sse, responses_api, unread = chat_spans(spans)
+    for span in (parsed, as_json, sse, responses_api):
+        assert span.attributes[sc.PYTHIA_RAW_RESPONSE] is True
+        assert span.attributes[sc.PYTHIA_STREAM_END] == "exhausted"
+        assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] > 0
+        assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert parsed.attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
+    assert unread.attributes[sc.PYTHIA_STREAM_END] == "closed"
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in unread.attributes
+
+
+async def test_async_streaming_response_carries_usage(
+        fake: FakeOpenAI, spans: InMemorySpanExporter) -> None:
+    client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="unused")
+    async with client.chat.completions.with_streaming_response.create(
+            model="m", messages=MESSAGES, stream=True,
+            stream_options={"include_usage": True}) as response:
+        async for _ in await response.parse():
+            pass
+    (span,) = chat_spans(spans)
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert span.attributes[sc.PYTHIA_STREAM_END] == "exhausted"
