@@ -23,10 +23,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pythia_server.fleet import FleetChange, ReplicaFleet, ScaleRecord
+from pythia_server.fleet import FleetChange, ReplicaFleet, ScaleRecord, replica_seconds
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.policy.types import PolicyBundle, Scaler, ScaleTick
 from pythia_server.sglang_backend.launcher import ReplicaStartError, ReplicaSupervisor
@@ -43,9 +43,12 @@ _IDLE_POLL_S = 0.2
 
 
 def make_live_scaler(kind: str, bundle: PolicyBundle, *, cold_start_s: float, min_replicas: int,
-                     max_replicas: int) -> Scaler:
-    """The scaler ``--autoscale`` names, with the pool's bounds and cold start.
+                     max_replicas: int, target_calls_per_replica: float = 16.0, speedup: float = 1.0) -> Scaler:
+    """The scaler ``--autoscale`` names, configured as the replay configures it.
 
+    Time constants (``cold_start_s``, the reactive windows and tick, the phase-adaptive
+    step and drain delay) are engine seconds, as in the replay; the live scaler runs on the
+    gateway's wall clock, so each is divided by the engines' ``speedup``.
     ``phase-adaptive`` forecasts from the live sessions a Pythia bundle tracks, so it needs
     one (``--policy pythia`` or a variant); ``reactive`` works with every bundle.
     """
@@ -60,7 +63,13 @@ def make_live_scaler(kind: str, bundle: PolicyBundle, *, cold_start_s: float, mi
         raise ValueError(f"unknown autoscaler {kind!r}; known: {', '.join(SCALER_KINDS)}")
     if cold_start_s < 0:
         raise ValueError("the cold start must not be negative")
-    reactive = ReactiveConfig(min_replicas=min_replicas, max_replicas=max_replicas)
+    if speedup <= 0:
+        raise ValueError("the speed-up must be positive")
+    wall = 1.0 / speedup
+    base = ReactiveConfig()
+    reactive = ReactiveConfig(target_calls_per_replica=target_calls_per_replica, min_replicas=min_replicas,
+                              max_replicas=max_replicas, stable_window_s=base.stable_window_s * wall,
+                              panic_window_s=base.panic_window_s * wall, tick_s=base.tick_s * wall)
     if kind == "reactive":
         return ReactiveAutoscaler(reactive)
     from pythia_server.policy.pythia.bundle import ContextScaler
@@ -71,7 +80,10 @@ def make_live_scaler(kind: str, bundle: PolicyBundle, *, cold_start_s: float, mi
         raise ValueError(  # noqa: TRY004
             f"the phase-adaptive autoscaler forecasts from a Pythia bundle's live sessions; "
             f"policy {bundle.name!r} has none (use --autoscale reactive)")
-    return ContextScaler(context, PhaseAdaptiveAutoscaler(PhaseConfig(cold_start_s=cold_start_s), reactive))
+    phase = PhaseConfig()
+    phase = PhaseConfig(cold_start_s=cold_start_s * wall, step_s=phase.step_s * wall,
+                        drain_delay_s=phase.drain_delay_s * wall, horizon_steps=phase.horizon_steps)
+    return ContextScaler(context, PhaseAdaptiveAutoscaler(phase, reactive))
 
 
 class LiveScaleDriver:
@@ -79,11 +91,13 @@ class LiveScaleDriver:
 
     def __init__(self, scaler: Scaler, fleet: ReplicaFleet, pool: ReplicaPool, supervisor: ReplicaSupervisor,
                  make_spec: Callable[[str], ReplicaSpec], now_s: Callable[[], float], *,
-                 origin_s: float = 0.0, drain_timeout_s: float = 60.0) -> None:
+                 origin_s: float = 0.0, drain_timeout_s: float = 60.0,
+                 on_removed: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.scaler, self.fleet, self.pool, self.supervisor = scaler, fleet, pool, supervisor
         self.make_spec, self.now_s = make_spec, now_s
         self.origin_s = origin_s  # Unix time of driver time 0: reports show Unix seconds
         self.drain_timeout_s = drain_timeout_s
+        self.on_removed = on_removed  # e.g. the policy driver, to stop following the replica's KV events
         self.log: deque[ScaleRecord] = deque(maxlen=_MAX_LOG)  # ticks that changed something
         self._changes: deque[dict[str, Any]] = deque(maxlen=_MAX_LOG)  # replica-count changes, for reports
         self.peak_replicas = fleet.up
@@ -134,9 +148,13 @@ class LiveScaleDriver:
 
     def describe(self) -> dict[str, Any]:
         """The report's ``autoscaler`` mapping (docs/reports.md)."""
+        now_s = self.now_s()
         return {"enabled": True, "policy": self.scaler.name, "replicas": len(self.fleet.serving),
                 "starting": len(self.fleet.starting), "draining": len(self.fleet.draining),
-                "peak_replicas": self.peak_replicas, "decisions": list(self._changes)}
+                "peak_replicas": self.peak_replicas,
+                # wall seconds of replicas up (launch to removal, cold start included) since the gateway started
+                "replica_seconds": round(replica_seconds(self.fleet.spans(), 0.0, now_s), 3),
+                "decisions": list(self._changes)}
 
     # -- acting -----------------------------------------------------------------------------
 
@@ -163,11 +181,11 @@ class LiveScaleDriver:
         except ReplicaStartError as exc:
             log.error("autoscaler: replica %s did not start: %s", replica_id, exc)
             self.fleet.failed(replica_id, self.now_s())
-            self.pool.remove(replica_id)
+            await self._forget(replica_id)
             return
         if not self.fleet.ready(replica_id, self.now_s()):  # cancelled while it started
             await self.supervisor.drain(replica_id)
-            self.pool.remove(replica_id)
+            await self._forget(replica_id)
 
     async def _stop_when_idle(self, replica_id: str) -> None:
         waited_s = 0.0
@@ -180,11 +198,19 @@ class LiveScaleDriver:
             if idle or waited_s >= self.drain_timeout_s:
                 self.fleet.remove(replica_id, self.now_s())
                 await self.supervisor.drain(replica_id)
-                self.pool.remove(replica_id)
+                await self._forget(replica_id)
                 return
             await asyncio.sleep(_IDLE_POLL_S)
             waited_s += _IDLE_POLL_S
         # Revived meanwhile: it keeps serving.
+
+    async def _forget(self, replica_id: str) -> None:
+        self.pool.remove(replica_id)
+        if self.on_removed is not None:
+            try:
+                await self.on_removed(replica_id)
+            except Exception:
+                log.exception("autoscaler: cleaning up after replica %s failed", replica_id)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -219,23 +245,29 @@ def setup_from_args(args: argparse.Namespace, config: Any, log_dir: str | None) 
         raise CliError("--cold-start-s must not be negative")
     from pythia_server.policy.baselines.registry import make_policy
 
-    cold_start_s = args.cold_start_s / (args.speedup or 1.0)  # the scaler plans in wall seconds
+    if args.scale_target_calls <= 0:
+        raise CliError("--scale-target-calls must be positive")
+    speedup = args.speedup or 1.0
+
+    def scaler_for(bundle: Any) -> Any:
+        return make_live_scaler(args.autoscale, bundle, cold_start_s=args.cold_start_s, min_replicas=minimum,
+                                max_replicas=maximum, target_calls_per_replica=args.scale_target_calls,
+                                speedup=speedup)
+
     try:  # fail now, not after the replicas started: phase-adaptive needs a Pythia bundle
-        make_live_scaler(args.autoscale, make_policy(config.policy, block_size=config.block_size),
-                         cold_start_s=cold_start_s, min_replicas=minimum, max_replicas=maximum)
+        scaler_for(make_policy(config.policy, block_size=config.block_size))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     make_spec = sim_spec_factory(args, log_dir, config, cold_start_s=args.cold_start_s)
 
     def setup(gateway: Any, supervisor: Any) -> Any:
-        scaler = make_live_scaler(args.autoscale, gateway.bundle, cold_start_s=cold_start_s,
-                                  min_replicas=minimum, max_replicas=maximum)
-        fleet = ReplicaFleet(cold_start_s=cold_start_s, id_prefix="sim-")
+        scaler = scaler_for(gateway.bundle)
+        fleet = ReplicaFleet(cold_start_s=args.cold_start_s / speedup, id_prefix="sim-")
         now_s = gateway.driver.now_s()
         for _ in range(args.replicas):
             fleet.add_serving(now_s)
         return LiveScaleDriver(scaler, fleet, gateway.pool, supervisor, make_spec, gateway.driver.now_s,
-                               origin_s=gateway.driver.origin_s)
+                               origin_s=gateway.driver.origin_s, on_removed=gateway.driver.replica_removed)
 
     return setup
 

@@ -181,6 +181,13 @@ class PolicyDriver:
         if self.hub is not None:
             self.hub.reset(replica_id)
 
+    async def replica_removed(self, replica_id: str) -> None:
+        """A replica left for good (scaled down): stop following its events, forget its features."""
+        self.features.pop(replica_id, None)
+        self._kv_endpoints.pop(replica_id, None)
+        if self.hub is not None:
+            await self.hub.detach(replica_id)
+
     def now_s(self) -> float:
         """Policy time now (the one clock read policies get, passed in as ``now_s``)."""
         return time.time() - self.origin_s

@@ -175,6 +175,7 @@ class KvEventSubscriber:
         self._watcher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._was_connected = False
+        self.stopped = False  # detached while starting (``KvEventHub``)
 
     async def start(self) -> None:
         """Connect, then catch up from seq 0 through replay (events sent before we joined).
@@ -323,17 +324,36 @@ class KvEventHub:
     def __init__(self, index: PrefixIndex | None = None) -> None:
         self.index = index or PrefixIndex()
         self._subscribers: dict[str, KvEventSubscriber] = {}
+        self._starting: set[KvEventSubscriber] = set()
+        self._closed = False
 
     async def attach(self, replica_id: str, endpoint: str, replay_endpoint: str | None = None, topic: str = "") -> None:
+        """Follow a replica's events. Every subscriber made here is stopped by ``detach`` or
+        ``close``, even one still starting: a ZMQ context left open blocks forever when collected."""
         await self.detach(replica_id)
+        if self._closed:
+            return
         subscriber = KvEventSubscriber(self.index, replica_id, endpoint, replay_endpoint, topic=topic)
-        await subscriber.start()
+        self._starting.add(subscriber)
+        try:
+            await subscriber.start()
+        except BaseException:  # cancelled mid-start (shutdown), or its context closed under it
+            await subscriber.stop()
+            raise
+        finally:
+            self._starting.discard(subscriber)
+        if self._closed or subscriber.stopped or replica_id in self._subscribers:  # closed, detached, replaced
+            await subscriber.stop()
+            return
         self._subscribers[replica_id] = subscriber
 
     async def detach(self, replica_id: str) -> None:
         subscriber = self._subscribers.pop(replica_id, None)
         if subscriber is not None:
             await subscriber.stop()
+        for starting in [s for s in self._starting if s.replica_id == replica_id]:
+            starting.stopped = True  # its attach sees this and does not keep it
+            await starting.stop()
         self.index.forget(replica_id)
 
     async def resync(self, replica_id: str) -> None:
@@ -351,6 +371,9 @@ class KvEventHub:
             self.index.clear(replica_id)
 
     async def close(self) -> None:
+        self._closed = True
+        for subscriber in list(self._starting):
+            await subscriber.stop()
         for replica_id in list(self._subscribers):
             await self.detach(replica_id)
 

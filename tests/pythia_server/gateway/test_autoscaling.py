@@ -77,6 +77,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0,
                                     default_headers=encode_headers(AgentTags("wf", "s", "a")))
         yield Live(gateway, supervisor, client)
+        await client.close()
 
 
 def start_driver(live: Live, scaler: Any) -> LiveScaleDriver:
@@ -84,15 +85,17 @@ def start_driver(live: Live, scaler: Any) -> LiveScaleDriver:
     fleet = ReplicaFleet(cold_start_s=1.0, id_prefix="sim-")
     fleet.add_serving(gateway.driver.now_s())
     driver = LiveScaleDriver(scaler, fleet, gateway.pool, live.supervisor, gateway.make_spec,
-                             gateway.driver.now_s, origin_s=gateway.driver.origin_s, drain_timeout_s=20.0)
+                             gateway.driver.now_s, origin_s=gateway.driver.origin_s, drain_timeout_s=20.0,
+                             on_removed=gateway.driver.replica_removed)
     gateway.autoscaler = driver
     driver.start()
     return driver
 
 
 async def ask(client: openai.AsyncOpenAI, tokens: int = 4, user: str = "hello") -> None:
+    """A call that decodes exactly ``tokens`` (SGLang's ``ignore_eos``), so its length is known."""
     await client.chat.completions.create(model="sim-model", messages=[{"role": "user", "content": user}],
-                                         max_tokens=tokens)
+                                         max_tokens=tokens, extra_body={"ignore_eos": True})
 
 
 async def test_scale_up_cold_starts_a_replica_then_drain_stops_it(live: Live) -> None:
@@ -117,12 +120,14 @@ async def test_scale_up_cold_starts_a_replica_then_drain_stops_it(live: Live) ->
     await running  # nothing lost
     assert await eventually(lambda: live.replica_ids() == ["sim-0"], 30)
     assert [s.replica_id for s in live.supervisor.status()] == ["sim-0"]
+    assert await eventually(lambda: "sim-1" not in live.gateway.driver.hub.stats(), 5)  # its KV events unfollowed
     spans = {span.replica_id: span for span in driver.fleet.spans()}
     assert spans["sim-1"].serving_s is not None and spans["sim-1"].removed_s is not None
     await ask(live.client)  # still serving on the one left
 
     report = driver.describe()
     assert report["enabled"] and report["policy"] == "scripted" and report["peak_replicas"] == 2
+    assert report["replica_seconds"] > spans["sim-1"].seconds(0.0, 1e9)  # both replicas' time, cold start included
     assert [(d["from_replicas"], d["to_replicas"], d["reason"]) for d in report["decisions"]] == [
         (1, 2, "burst predicted"), (2, 1, "demand gone")]
     assert all(d["at_s"] > 1e9 for d in report["decisions"])  # Unix seconds, as reports expect
@@ -132,8 +137,8 @@ async def test_reactive_scaler_adds_a_replica_under_load_live(live: Live) -> Non
     scaler = ReactiveAutoscaler(ReactiveConfig(target_calls_per_replica=2, tick_s=0.2, stable_window_s=2.0,
                                                panic_window_s=0.4, min_replicas=1, max_replicas=2))
     driver = start_driver(live, scaler)
-    load = asyncio.gather(*(ask(live.client, tokens=2000, user=f"busy {i}") for i in range(12)))
-    assert await eventually(lambda: "sim-1" in live.replica_ids(), 10)
+    load = asyncio.gather(*(ask(live.client, tokens=3000, user=f"busy {i}") for i in range(12)))
+    assert await eventually(lambda: "sim-1" in live.replica_ids(), 20), (list(driver.log), live.replica_ids())
     assert "panic" in driver.log[-1].reason or driver.log[-1].target_replicas == 2
     await load
     assert await eventually(lambda: live.gateway.pool.get("sim-1").healthy, 30)
@@ -156,6 +161,14 @@ def test_phase_adaptive_needs_a_pythia_bundle() -> None:
     scaler = make_live_scaler("phase-adaptive", make_policy("pythia"), cold_start_s=1, min_replicas=1,
                               max_replicas=2)
     assert scaler.name == "phase-adaptive"
+    # Engine seconds become wall seconds: a 10x engine gets windows, ticks and cold start 10x shorter.
+    fast = make_live_scaler("phase-adaptive", make_policy("pythia"), cold_start_s=30, min_replicas=1,
+                            max_replicas=2, target_calls_per_replica=32, speedup=10)
+    assert fast.scaler.config.cold_start_s == pytest.approx(3.0)
+    assert fast.scaler.config.step_s == pytest.approx(1.0)
+    reactive = fast.scaler.reactive.config
+    assert (reactive.stable_window_s, reactive.panic_window_s, reactive.tick_s) == pytest.approx((6.0, 0.6, 0.2))
+    assert reactive.target_calls_per_replica == 32
     with pytest.raises(ValueError, match="unknown autoscaler"):
         make_live_scaler("kpa", make_policy("pythia"), cold_start_s=1, min_replicas=1, max_replicas=2)
 
@@ -167,6 +180,7 @@ def test_phase_adaptive_needs_a_pythia_bundle() -> None:
     (["--autoscale", "reactive", "--replicas", "3", "--max-replicas", "2"], "<= --max-replicas"),
     (["--autoscale", "reactive", "--cold-start-s", "-1"], "must not be negative"),
     (["--autoscale", "phase-adaptive", "--policy", "sglang"], "use --autoscale reactive"),
+    (["--autoscale", "reactive", "--scale-target-calls", "0"], "must be positive"),
 ])
 def test_bad_autoscale_flags_get_a_clear_error(tmp_path: Path, flags: list[str], message: str) -> None:
     args = serve_args(tmp_path, *flags)

@@ -145,6 +145,33 @@ async def test_detach_forgets_the_replica() -> None:
         publisher.close()
 
 
+async def test_a_subscriber_still_starting_is_stopped_by_detach_and_close() -> None:
+    """Nobody publishes yet, so each start waits out its connect timeout: detach and close
+    meanwhile must still destroy its ZMQ context (one left open blocks forever when collected)."""
+    import asyncio
+
+    hub = KvEventHub()
+    made: list[KvEventSubscriber] = []
+    original = KvEventSubscriber.__init__
+
+    def spy(self: KvEventSubscriber, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    KvEventSubscriber.__init__ = spy  # type: ignore[method-assign]
+    try:
+        first = asyncio.create_task(hub.attach("r0", endpoints()[0]))
+        second = asyncio.create_task(hub.attach("r1", endpoints()[0]))
+        await wait_for(lambda: len(made) == 2)
+        await hub.detach("r0")
+        await hub.close()
+        await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        KvEventSubscriber.__init__ = original  # type: ignore[method-assign]
+    assert hub.stats() == {}
+    assert all(subscriber._ctx.closed for subscriber in made)
+
+
 def test_index_rehashes_engine_hashes_into_the_gateways() -> None:
     """Real SGLang publishes its own (SHA-256) hashes; the index keys blocks by Pythia's."""
     index = PrefixIndex()
