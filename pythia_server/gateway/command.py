@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                          help="most replicas the autoscaler runs (default: 4 x --replicas)")
     scaling.add_argument("--cold-start-s", type=float, default=30.0, metavar="SECONDS",
                          help="a new replica's model load in engine seconds (default 30; divided by --speedup)")
+    scaling.add_argument("--scale-target-calls", type=float, default=16.0, metavar="N",
+                         help="calls (running + queued) per replica the autoscaler aims at (default 16)")
     parser.add_argument("--dry-run", action="store_true", help="print the replica launch commands and exit")
     parser.add_argument("--block-size", type=int, default=None, help="tokens per prefix block hash (default 64)")
     parser.add_argument("--policy", default=None,
@@ -107,6 +109,8 @@ def sim_policy_args(engine: Any, block_size: int, kv_ports: tuple[int, int] | No
         argv.append("--enable-priority-scheduling")
     if getattr(engine, "max_running_requests", None) is not None:
         argv += ["--max-running-requests", str(engine.max_running_requests)]
+    if getattr(engine, "enable_mixed_chunk", False):
+        argv.append("--enable-mixed-chunk")
     if sessions:
         argv.append("--enable-session-radix-cache")
     if kv_ports is not None:

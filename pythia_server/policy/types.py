@@ -190,6 +190,8 @@ class EngineSettings:
     priority_preemption: bool = True  # False = --disable-priority-preemption
     priority_preemption_threshold: int = SGLANG_PRIORITY_PREEMPTION_THRESHOLD
     low_priority_values_first: bool = False  # --schedule-low-priority-values-first
+    max_running_requests: int | None = None  # --max-running-requests; None: SGLang's own derivation
+    enable_mixed_chunk: bool = False  # --enable-mixed-chunk: running requests decode inside prefill steps
 
 
 @dataclass(frozen=True, slots=True)

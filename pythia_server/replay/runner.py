@@ -19,7 +19,8 @@ the way the live gateway does (``gateway/proxy.py`` and ``gateway/pool.py``):
 - the priority policy is asked at submission and, unlike a gateway in front of SGLang
   (which fixes priority there), again for each waiting call every
   ``ReplayConfig.reprioritize_every_s`` virtual seconds, so ageing and anti-starvation
-  promote queued calls (``VirtualCluster.set_priority``); cache
+  promote queued calls (``VirtualCluster.set_priority``), unless the policy says its values
+  are ``fixed_at_submission``; cache
   hints are told ``on_start`` / ``on_finish`` / ``on_session_end`` and steer eviction
   through ``policy.baselines.node_sort_key``; a ``PrefetchAction`` becomes a prefill-only
   request (``max_new_tokens`` 0) at its ``at_s``, dropped when the replica lacks room;
@@ -97,6 +98,9 @@ def engine_config_for(bundle: PolicyBundle, base: EngineConfig) -> EngineConfig:
         enable_priority_preemption=s.priority_preemption,
         priority_scheduling_preemption_threshold=s.priority_preemption_threshold,
         schedule_low_priority_values_first=s.low_priority_values_first,
+        max_running_requests=s.max_running_requests if s.max_running_requests is not None
+        else base.max_running_requests,
+        enable_mixed_chunk=s.enable_mixed_chunk or base.enable_mixed_chunk,
     )
 
 
@@ -190,7 +194,8 @@ class ReplayRunner:
         self.reprioritizer = (Reprioritizer(bundle.priority, every_s, self.cluster, self._ticks, self._live,
                                             lambda: (*self.fleet.serving, *self.fleet.draining))
                               if every_s is not None and bundle.priority is not None
-                              and bundle.engine.enable_priority_scheduling else None)
+                              and bundle.engine.enable_priority_scheduling
+                              and not getattr(bundle.priority, "fixed_at_submission", False) else None)
 
     # ------------------------------------------------------------------ run
     def run(self) -> ReplayResult:

@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pythia_server.sglang_backend.features import Feature, FeatureSet, parse_version
 from pythia_server.sglang_backend.launcher import ReplicaSpec
@@ -84,6 +85,8 @@ class SGLangLaunchConfig:
     extra_args: tuple[str, ...] = ()
     log_dir: Path | None = None
     supported_flags: frozenset[str] | None = None  # from `--help`; None: not checked
+    max_running_requests: int | None = None  # the policy's running cap (EngineSettings); None: SGLang's own
+    mixed_chunk: bool = False  # the policy asks for --enable-mixed-chunk (EngineSettings)
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -128,6 +131,18 @@ def policy_flags(config: SGLangLaunchConfig, kv_pub_port: int, kv_replay_port: i
             "page_size", ("--page-size", str(config.page_size)), "KV-event block size = the gateway's block size"
         ),
     ]
+    if config.max_running_requests is not None:
+        flags.append(
+            PolicyFlag(
+                "running_cap",
+                ("--max-running-requests", str(config.max_running_requests)),
+                "a waiting queue for priority to order (policy/pythia/capacity.py)",
+            )
+        )
+    if config.mixed_chunk:
+        flags.append(
+            PolicyFlag("mixed_chunk", ("--enable-mixed-chunk",), "running requests decode while new ones prefill")
+        )
     if config.session_radix_cache:
         flags.append(
             PolicyFlag(
@@ -247,6 +262,7 @@ def launch_config_from_args(
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpus = tuple(g.strip() for g in visible.split(",") if g.strip()) if visible else None
     log_dir = log_dir or getattr(args, "log_dir", None)
+    engine = _policy_engine(args)
     return SGLangLaunchConfig(
         model_path=getattr(args, "model_path", None) or "",
         replicas=int(getattr(args, "replicas", 1) or 1),
@@ -258,8 +274,30 @@ def launch_config_from_args(
         page_size=int(getattr(args, "block_size", None) or 64),
         extra_args=tuple(getattr(args, "sglang_arg", None) or ()),
         log_dir=Path(log_dir) if log_dir else None,
+        max_running_requests=_running_cap(args, engine),
+        mixed_chunk=bool(engine is not None and engine.enable_mixed_chunk),
         supported_flags=supported_flags,
     )
+
+
+def _policy_engine(args: object) -> Any:
+    """The serving policy's `EngineSettings` (None without a policy name)."""
+    policy = getattr(args, "policy", None)
+    if not isinstance(policy, str) or not policy:
+        return None
+    from pythia_server.policy.baselines.registry import (
+        make_policy,  # heavy: only when planning
+    )
+
+    return make_policy(policy).engine
+
+
+def _running_cap(args: object, engine: Any) -> int | None:
+    """`--max-running-requests` if given, else the serving policy's cap (`EngineSettings`)."""
+    explicit = getattr(args, "max_running_requests", None)
+    if explicit is not None:
+        return int(explicit)
+    return engine.max_running_requests if engine is not None else None
 
 
 def plan_from_args(args: object, log_dir: str | Path | None = None) -> LaunchPlan:

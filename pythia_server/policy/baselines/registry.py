@@ -102,7 +102,7 @@ _BUNDLES: dict[str, Callable[[PolicyOptions], PolicyBundle]] = {
     "dynamo-kv": _dynamo_kv,
     **{name: _pythia(name) for name in (
         "pythia", "pythia-weighted", "pythia-no-warm", "pythia-no-retention", "pythia-no-priority",
-        "pythia-no-lookahead", "pythia-preempt",
+        "pythia-no-lookahead", "pythia-preempt", "pythia-no-cap", "pythia-critical-path", "pythia-no-mixed",
     )},
 }
 

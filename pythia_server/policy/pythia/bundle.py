@@ -8,13 +8,21 @@ switch in ``PythiaConfig`` and a registered variant with it off.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
+from pythia_server.engine.step_time import DEFAULT_CALIBRATION, StepTimeModel
+from pythia_server.engine.types import EngineConfig
 from pythia_server.policy.pythia.autoscale import (
     PhaseAdaptiveAutoscaler,
     PhaseConfig,
     ReactiveConfig,
 )
 from pythia_server.policy.pythia.cache_manager import SpeculativeCacheManager
+from pythia_server.policy.pythia.capacity import (
+    DEFAULT_CONTEXT_TOKENS,
+    derive_running_cap,
+    learned_context_tokens,
+)
 from pythia_server.policy.pythia.config import PythiaConfig
 from pythia_server.policy.pythia.context import PythiaContext
 from pythia_server.policy.pythia.placement import LookaheadRouter
@@ -38,6 +46,9 @@ PYTHIA_VARIANTS: dict[str, dict[str, object]] = {
     "pythia-no-priority": {"priority": False},
     "pythia-no-lookahead": {"lookahead": False},
     "pythia-preempt": {"priority_preemption": True},
+    "pythia-no-cap": {"running_cap": False},
+    "pythia-critical-path": {"priority_order": "critical-path"},
+    "pythia-no-mixed": {"mixed_chunk": False},
 }
 
 
@@ -66,6 +77,36 @@ class ContextScaler:
         return self.scaler.decide(tick)
 
 
+@lru_cache(maxsize=16)
+def _derived_cap(calibration: str, kv_tokens: int, context_tokens: int, kv_share: float, knee_gain: float) -> int:
+    step_time = StepTimeModel.load(calibration)
+    return derive_running_cap(step_time, kv_tokens, context_tokens, kv_share, knee_gain).max_running_requests
+
+
+def running_cap(
+    config: PythiaConfig,
+    profiler: WorkflowProfiler | None = None,
+    calibration: str | None = None,
+    kv_tokens: int | None = None,
+) -> int | None:
+    """``--max-running-requests`` for the bundle's replicas: None when the cap is off.
+
+    Derived from the calibration table (``capacity.py``) for the default replica (one H100
+    at SGLang's memory fraction) and the calls ``profiler`` has learned, unless
+    ``config.max_running_requests`` sets it.
+    """
+    if not (config.running_cap and config.priority):  # a cap without an order only queues
+        return None
+    if config.max_running_requests is not None:
+        return config.max_running_requests
+    context = config.cap_context_tokens
+    if context is None and profiler is not None:
+        context = learned_context_tokens(profiler.snapshot(), config.block_size)
+    name = calibration or DEFAULT_CALIBRATION
+    kv = kv_tokens if kv_tokens is not None else EngineConfig.from_gpu(name).max_total_num_tokens
+    return _derived_cap(name, kv, context or DEFAULT_CONTEXT_TOKENS, config.cap_kv_share, config.cap_knee_gain)
+
+
 def make_pythia_bundle(
     name: str = "pythia",
     config: PythiaConfig | None = None,
@@ -85,10 +126,13 @@ def make_pythia_bundle(
     cfg = config or PythiaConfig()
     context = PythiaContext(cfg, profiler, feed_profiler)
     priority = LookaheadPriority(context) if cfg.priority else None
-    switches = [n for n, on in (("retention", cfg.retention), ("warm", cfg.warm),
-                                ("lookahead", cfg.lookahead), ("priority", cfg.priority)) if not on]
+    switches = [n for n, on in (("retention", cfg.retention), ("warm", cfg.warm), ("lookahead", cfg.lookahead),
+                                ("priority", cfg.priority), ("running cap", cfg.running_cap),
+                                ("mixed chunk", cfg.mixed_chunk)) if not on]
+    cap = running_cap(cfg, context.profiler)
     description = (
-        f"Pythia: lookahead placement ({cfg.affinity} affinity), critical-path priority, "
+        f"Pythia: lookahead placement ({cfg.affinity} affinity), {cfg.priority_order} priority"
+        + (f" under a running cap of {cap}" if cap else "") + ", "
         "speculative retention and warming, phase-adaptive scaling"
         + (f"; off: {', '.join(switches)}" if switches else "")
     )
@@ -98,7 +142,8 @@ def make_pythia_bundle(
         priority=priority,
         cache_hints=SpeculativeCacheManager(context),
         scaler=ContextScaler(context, PhaseAdaptiveAutoscaler(phase, reactive)) if autoscale else None,
-        engine=EngineSettings(enable_priority_scheduling=cfg.priority, priority_preemption=cfg.priority_preemption),
+        engine=EngineSettings(enable_priority_scheduling=cfg.priority, priority_preemption=cfg.priority_preemption,
+                              max_running_requests=cap, enable_mixed_chunk=cfg.mixed_chunk),
         description=description,
     )
 

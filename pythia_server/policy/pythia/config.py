@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 #: How the lookahead router uses cache affinity (both kept so the bench can measure both).
 AFFINITY_MODES = ("tiebreak", "weighted")
+#: What the priority policy orders by: whole sessions oldest first (with a shortest-remaining
+#: term), or each call by its session's remaining critical path (the first design, measured worse).
+PRIORITY_ORDERS = ("session", "critical-path")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +24,9 @@ class PythiaConfig:
     retention: bool = True  # predicted-reuse eviction order (else plain LRU)
     warm: bool = True  # prefill-only warms of the predicted next prefix
     lookahead: bool = True  # placement by predicted KV demand and work (else cache-aware-like)
-    priority: bool = True  # critical-path / fan-out priority (else FCFS)
+    priority: bool = True  # session-order priority (else FCFS)
+    running_cap: bool = True  # cap running requests per replica (capacity.py) so priority has a queue
+    mixed_chunk: bool = True  # --enable-mixed-chunk: the capped batch keeps decoding while new calls prefill
     # -- shared
     block_size: int = 64
     prefill_s_per_token: float = 2.5e-5
@@ -43,7 +48,16 @@ class PythiaConfig:
     cache_threshold: float = 0.3  # reactive fallback, as sgl-router's cache_aware
     balance_abs_threshold: int = 64
     balance_rel_threshold: float = 1.5
+    # -- running cap (capacity.py; --max-running-requests)
+    max_running_requests: int | None = None  # set: use it; None: derived from the calibration table
+    cap_context_tokens: int | None = None  # typical call context (prompt + output); None: learned, else 4,608
+    cap_kv_share: float = 0.75  # share of the KV pool the running batch may fill
+    cap_knee_gain: float = 0.1  # a batch doubling that adds less tokens/s than this is past the knee
     # -- priority
+    priority_order: str = "session"  # "session" or "critical-path" (PRIORITY_ORDERS)
+    priority_resolution_s: float = 0.01  # session order: start times this close tie (FCFS by call)
+    srpt_s_per_token: float = 0.0  # session order: a token of predicted remaining work counts as this much later a start
+    # (0: pure session FCFS; 0.002 was neutral on deep research and 10% worse on ChatDev, docs/policies.md)
     priority_levels: int = 16  # levels of remaining work, each PRIORITY_STEP apart
     priority_step: int = 4  # a request preempts only > 10 apart: a gap of 3 levels
     work_unit_tokens: float = 64.0  # remaining work of one unit; each level doubles it
@@ -53,6 +67,12 @@ class PythiaConfig:
     max_age_points: int = 40
 
     def __post_init__(self) -> None:
+        if self.priority_order not in PRIORITY_ORDERS:
+            raise ValueError(f"priority_order must be one of {', '.join(PRIORITY_ORDERS)}, got {self.priority_order!r}")
+        if self.max_running_requests is not None and self.max_running_requests < 1:
+            raise ValueError("max_running_requests must be at least 1")
+        if self.priority_resolution_s <= 0 or self.srpt_s_per_token < 0 or (self.cap_context_tokens or 1) < 1:
+            raise ValueError("priority_resolution_s and cap_context_tokens must be positive, srpt_s_per_token >= 0")
         if self.affinity not in AFFINITY_MODES:
             raise ValueError(f"affinity must be one of {', '.join(AFFINITY_MODES)}, got {self.affinity!r}")
         if self.block_size <= 0:

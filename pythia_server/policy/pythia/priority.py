@@ -1,28 +1,35 @@
-"""Lookahead priority: finish the workflows closest to done, unblock fan-outs, age the rest.
+"""Lookahead priority: finish whole workflows one after another, not all of them together.
 
-SGLang's convention (``policy.types``): a larger value is more urgent, and a waiting call
-preempts a running one only when its value exceeds it by more than 10. For a call of a
-proactive type::
+SGLang's convention (``policy.types``): a larger value is more urgent. Two orders
+(``PythiaConfig.priority_order``):
 
-    remaining = its predicted output (the agent's bound) + the session's predicted
-                remaining work on the critical path after this step (output tokens)
-    level     = (levels - 1) - floor(log2(1 + remaining / work_unit_tokens))   # SRPT-like
-              + fanout_bonus_levels * log2(expected width of the next step)   # unblocks more
-    priority  = BASE + priority_step * level + age points
+**session** (default). Every call of a session carries one key, the session's start
+plus its predicted remaining work::
 
-Levels are ``priority_step`` (4) apart. Bundles run with priority preemption off
-(``PythiaConfig.priority_preemption``, ``--disable-priority-preemption``): the values
-order the waiting queue only, because preempting (and recomputing) running calls measured
-worse on the dev workloads; with it on (``pythia-preempt``) only a call with about 8x less
-remaining work (three levels, more than 10 points) preempts. (Continuous levels, a finer
-order, measured worse on the deep-research dev workload too.) Age points:
-one per ``ageing_s_per_point`` seconds the call has waited (drivers that re-ask waiting
-calls, like the simulator, honour it) plus one per ten such periods its session has run
-(honoured even when asked once), capped at ``max_age_points``, so nothing starves.
+    key_s    = session start + srpt_s_per_token x (predicted output of this call +
+                                                   the session's remaining critical-path work)
+    priority = SESSION_TOP - round(key_s / priority_resolution_s)
 
-Calls of shadow or unknown types, plain traffic, and calls whose remaining work the
-profiler cannot estimate yet get the neutral middle level plus the same ageing: FCFS
-among themselves (shadow mode's reactive default).
+so the oldest session goes first, and all of a session's calls, fan-out siblings included,
+sit at one level and run together. ``srpt_s_per_token`` (default 0: pure session FCFS) lets
+a session with less predicted work left pass one started a little earlier; it measured
+neutral on deep research and 10% worse on ChatDev, whose remaining work is hard to predict. Under load a processor-shared batch finishes N similar workflows all near
+the end; in session order they finish one after another, which halves the mean JCT at the
+same throughput. It needs a queue to order: the bundle caps running requests
+(``capacity.py``). No ageing is needed: a session never overtakes an older one, so each
+waits only for the sessions that started before it. Calls of shadow or unknown types
+and plain traffic are keyed by their own arrival: FCFS, SGLang's default (shadow mode's
+reactive default).
+
+**critical-path** (the first design, ``pythia-critical-path``): per call, 16 log-spaced
+levels of remaining work on the session's critical path, 4 points apart, one level per
+doubling of the width the call unblocks, and ageing (one point per second waited, one per
+ten seconds the session has run, capped at 40). Under heavy load waits of many seconds
+make ageing dominate the coarse levels, so it orders almost FCFS per call and measured
+neutral; it is kept for the ablation. Neutral value (shadow, unknown work): level 8.
+
+Bundles run with priority preemption off (``--disable-priority-preemption``): the values
+order the waiting queue only; preempting running calls (they are recomputed) measured worse.
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ import math
 from pythia_server.policy.pythia.context import PythiaContext
 from pythia_server.policy.types import CallInfo, CallOutcome
 
-__all__ = ["BASE_PRIORITY", "LookaheadPriority"]
+__all__ = ["BASE_PRIORITY", "SESSION_TOP", "LookaheadPriority"]
 
 #: Keeps every value positive; a call sent without priority (SGLang: least urgent) sorts below.
 BASE_PRIORITY = 100
+#: Session order: the priority of key 0. Above any key in 0.01 s of a Unix-epoch clock, and
+#: below 2^53, so values stay exact through JSON.
+SESSION_TOP = 2**52
 _SESSION_AGEING_FACTOR = 10.0
 
 
@@ -49,10 +59,38 @@ class LookaheadPriority:
         self.config = context.config
 
     @property
+    def fixed_at_submission(self) -> bool:
+        """Session order gives a waiting call the same value whenever asked: a driver need
+        not re-ask (the replay skips its re-prioritisation ticks, which cost a prediction
+        per waiting call per tick)."""
+        return self.config.priority_order == "session"
+
+    @property
     def neutral(self) -> int:
         return BASE_PRIORITY + self.config.priority_step * (self.config.priority_levels // 2)
 
     def priority(self, call: CallInfo, now_s: float) -> int | None:
+        if self.config.priority_order == "session":
+            return self._session_order(call, now_s)
+        return self._critical_path(call, now_s)
+
+    def session_key_s(self, call: CallInfo, now_s: float) -> float:
+        """The call's place in line, in seconds: earlier is more urgent."""
+        arrival_s = call.arrival_s if call.arrival_s > 0.0 else now_s
+        prediction = self.context.predict_call(call, now_s)
+        if prediction is None:
+            return arrival_s  # shadow, unknown type, plain traffic: FCFS
+        state = self.context.sessions.get(call.tags.session or "")
+        key_s = min(state.started_s, arrival_s) if state is not None else arrival_s
+        if prediction.expected_remaining_work_tokens is not None:
+            remaining = self.context.output_tokens(call, prediction) + max(prediction.expected_remaining_work_tokens, 0.0)
+            key_s += self.config.srpt_s_per_token * remaining
+        return key_s
+
+    def _session_order(self, call: CallInfo, now_s: float) -> int:
+        return SESSION_TOP - round(self.session_key_s(call, now_s) / self.config.priority_resolution_s)
+
+    def _critical_path(self, call: CallInfo, now_s: float) -> int:
         cfg = self.config
         age = self._age_points(call, now_s)
         prediction = self.context.predict_call(call, now_s)

@@ -280,6 +280,11 @@ def test_sim_flags_follow_the_bundle() -> None:
     assert "--enable-priority-scheduling" not in sim_policy_args(make_policy("sglang").engine, 64, None)
     assert "--enable-session-radix-cache" in sim_policy_args(make_policy("pythia").engine, 64, None, sessions=True)
     assert "--enable-session-radix-cache" not in sim_policy_args(make_policy("sglang").engine, 64, None)
+    pythia = sim_policy_args(make_policy("pythia").engine, 64, None)
+    assert pythia[pythia.index("--max-running-requests") + 1] == str(make_policy("pythia").engine.max_running_requests)
+    assert "--max-running-requests" not in sim_policy_args(make_policy("sglang").engine, 64, None)
+    assert "--enable-mixed-chunk" in pythia
+    assert "--enable-mixed-chunk" not in sim_policy_args(make_policy("sglang").engine, 64, None)
 
 
 def test_unknown_policy_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

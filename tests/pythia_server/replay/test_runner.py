@@ -271,3 +271,26 @@ def test_waiting_calls_are_re_prioritised_so_ageing_ends_starvation() -> None:
     assert aged.reprioritized > 0
     assert victim_aged.priority == 0  # the record keeps the priority sent at submission
     assert sum(r.output_tokens for r in aged.requests) == 31 * 100
+
+
+def test_the_bundles_running_cap_reaches_the_replicas_and_fixed_priorities_are_not_re_asked() -> None:
+    class PeakRunner(CheckedRunner):
+        peak = 0
+
+        def _on_step(self, replica_id: str, result: object) -> None:
+            super()._on_step(replica_id, result)
+            self.peak = max(self.peak, self.cluster.load(replica_id).num_running_reqs)
+
+    capped = replace(make_policy("pythia"), engine=EngineSettings(enable_priority_scheduling=True,
+                                                                   priority_preemption=False, max_running_requests=2))
+    runner = PeakRunner(_workload(4, gap_ms=10.0), capped, ReplayConfig(replicas=1, engine=SMALL_KV))
+    assert runner.cluster.engine(runner.replica_ids[0]).config.running_request_cap == 2
+    assert not runner.cluster.engine(runner.replica_ids[0]).config.enable_mixed_chunk  # the settings above
+    mixed = ReplayRunner(_workload(2), make_policy("pythia"), ReplayConfig())
+    assert mixed.cluster.engine(mixed.replica_ids[0]).config.enable_mixed_chunk
+    assert runner.reprioritizer is None  # session order: a waiting call's value never changes
+    result = runner.run()
+    assert len(result.requests) == 20 and runner.peak == 2
+    uncapped = ReplayRunner(_workload(4), make_policy("pythia-no-cap"), ReplayConfig(replicas=1, engine=SMALL_KV))
+    assert uncapped.cluster.engine(uncapped.replica_ids[0]).config.running_request_cap == SMALL_KV.running_request_cap
+    assert ReplayRunner(_workload(2), make_policy("pythia-critical-path"), ReplayConfig()).reprioritizer is not None

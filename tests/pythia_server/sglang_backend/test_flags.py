@@ -177,3 +177,23 @@ def test_plan_from_args_without_sglang_is_a_clear_error(tmp_path: Path) -> None:
     args = argparse.Namespace(model_path="m", sglang_python=str(tmp_path / "missing-python"))
     with pytest.raises(ValueError, match="cannot run SGLang with .*missing-python.*docs/gpu.md"):
         plan_from_args(args)
+
+
+def test_the_policy_running_cap_becomes_max_running_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pythia_server.policy import make_policy
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cap = make_policy("pythia").engine.max_running_requests
+    assert cap is not None
+
+    def words(**kw: object) -> list[str]:
+        line = next(x for x in describe_launch(argparse.Namespace(model_path="m", **kw)) if not x.startswith("#"))
+        return shlex.split(line)
+
+    assert words(policy="pythia")[words(policy="pythia").index("--max-running-requests") + 1] == str(cap)
+    explicit = words(policy="pythia", max_running_requests=12)
+    assert explicit[explicit.index("--max-running-requests") + 1] == "12"
+    assert "--max-running-requests" not in words(policy="sglang-router")  # no cap: SGLang derives its own
+    assert "--max-running-requests" not in words()
+    assert "--enable-mixed-chunk" in words(policy="pythia")
+    assert "--enable-mixed-chunk" not in words(policy="sglang-router") + words(policy="pythia-no-mixed")

@@ -13,6 +13,8 @@ from pythia_server.policy.pythia import (
     SpeculativeCacheManager,
     make_pythia_bundle,
 )
+from pythia_server.policy.pythia.bundle import running_cap
+from pythia_server.policy.pythia.priority import SESSION_TOP
 from pythia_server.policy.types import CacheOwner, ScaleTick
 from pythia_server.profiler.profiler import WorkflowProfiler
 from tests.pythia_server.policy.pythia.fakes import (
@@ -42,6 +44,10 @@ def test_every_variant_is_registered_and_switches_its_mechanism_off() -> None:
         assert config.retention == (name != "pythia-no-retention")
         assert config.lookahead == (name != "pythia-no-lookahead")
         assert config.affinity == ("weighted" if name == "pythia-weighted" else "tiebreak")
+        assert config.priority_order == ("critical-path" if name == "pythia-critical-path" else "session")
+        capped = name not in ("pythia-no-cap", "pythia-no-priority")  # a cap without an order only queues
+        assert (bundle.engine.max_running_requests is not None) == capped
+        assert bundle.engine.enable_mixed_chunk == (name != "pythia-no-mixed")
         assert bundle.scaler is None  # fixed replicas, like the baselines
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("pythia-typo")
@@ -70,7 +76,8 @@ def test_a_trained_profiler_drives_lookahead_priority_and_warms() -> None:
     bundle = make_pythia_bundle(profiler=trained_profiler())
     decision, priority, warms = _first_step(bundle)
     assert decision.reason.startswith("fits")
-    assert priority is not None and priority != bundle.priority.neutral  # type: ignore[union-attr]
+    assert priority == SESSION_TOP - round(5000.0 / 0.01)  # the session's start
+    assert bundle.engine.max_running_requests == running_cap(bundle.router.config, bundle.router.context.profiler)  # type: ignore[attr-defined]
     (warm,) = warms
     assert warm.owner.agent == "searcher" and warm.replica_id == decision.replica_id
     assert warm.block_hashes[: len(ROLE)] == ROLE
@@ -78,6 +85,7 @@ def test_a_trained_profiler_drives_lookahead_priority_and_warms() -> None:
     # The searcher arrives where the warm went and finds it cached: a hit.
     searcher = call("s1", session="live", agent="searcher", blocks=warm.block_hashes, prompt=warm.prompt_tokens,
                     arrival_s=5002.0)
+    assert bundle.priority.priority(searcher, 5002.0) == priority  # type: ignore[union-attr]  # in line with its session
     views = [view("r0"), view("r1")]
     assert bundle.router.route(searcher, views, 5002.0).replica_id == warm.replica_id
     bundle.cache_hints.on_start(searcher, warm.replica_id, 5002.0)
@@ -93,7 +101,9 @@ def test_shadow_mode_gets_reactive_defaults_from_every_part() -> None:
     bundle = make_pythia_bundle(profiler=profiler)
     decision, priority, warms = _first_step(bundle)
     assert decision.reason.startswith("reactive")
-    assert priority == bundle.priority.neutral  # type: ignore[union-attr]
+    assert priority == SESSION_TOP - round(5000.0 / 0.01)  # FCFS by the call's own arrival
+    later = call("s1", session="live", agent="searcher", arrival_s=5002.0)
+    assert bundle.priority.priority(later, 5002.0) == SESSION_TOP - round(5002.0 / 0.01)  # type: ignore[union-attr]
     assert warms == ()
     hint = bundle.cache_hints.retention(CacheOwner(WORKFLOW, "live", "planner"), 5002.0)  # type: ignore[union-attr]
     assert hint is not None and hint.reason == "live session, no prediction"
@@ -112,7 +122,22 @@ def test_the_scaler_reads_live_sessions_from_the_context() -> None:
     assert busy.reason.startswith("no proactive session")
 
 
+def test_the_running_cap_is_derived_unless_set() -> None:
+    derived = make_pythia_bundle().engine.max_running_requests
+    assert derived is not None and 16 <= derived <= 256
+    assert make_pythia_bundle(config=PythiaConfig(max_running_requests=40)).engine.max_running_requests == 40
+    smaller = make_pythia_bundle(config=PythiaConfig(cap_context_tokens=16_384)).engine.max_running_requests
+    assert smaller is not None and smaller < derived  # longer agent contexts fill the KV pool sooner
+    # Sized for the calls the profiler learned: these are short (<= 14 blocks + 800 tokens), so more run at once.
+    learned = make_pythia_bundle(profiler=trained_profiler()).engine.max_running_requests
+    assert learned is not None and learned > derived
+
+
 def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="priority_order"):
+        PythiaConfig(priority_order="random")
+    with pytest.raises(ValueError, match="max_running_requests"):
+        PythiaConfig(max_running_requests=0)
     with pytest.raises(ValueError, match="affinity"):
         PythiaConfig(affinity="nearest")
     with pytest.raises(ValueError, match="max_kv_fill"):
