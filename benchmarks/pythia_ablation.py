@@ -15,19 +15,23 @@ profiler's mode per workflow type; ``--json`` writes the rows.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from dataclasses import asdict
 
 from pythia_server.engine.step_time import StepTimeModel
 from pythia_server.engine.types import EngineConfig
-from pythia_server.policy import make_policy
 from pythia_server.replay.arrivals import PoissonArrivals, apply_arrivals
 from pythia_server.replay.bench import format_table, workflow_graphs
+from pythia_server.replay.heldout import (
+    held_out_split,
+    learns,
+    make_bundle,
+    profiler_modes,
+    train_profiler,
+)
 from pythia_server.replay.metrics import ideal_jct_s, summarize
 from pythia_server.replay.runner import ReplayConfig, ReplayRunner
-from pythia_server.replay.transforms import resize_sessions, split_sessions
 from pythia_server.replay.workload import load_workload, session_keys
 
 DEFAULT_POLICIES = (
@@ -52,28 +56,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train-fraction must be within (0, 1)")
 
     requests = load_workload(args.workload, block_size=args.trace_block_size)
-    train, test = split_sessions(requests, args.train_fraction)
-    if not test:
-        parser.error("the test split is empty")
+    sizes = {}
     if args.sessions:  # split first, then replicate each side: the test split stays unseen
-        train = resize_sessions(train, max(1, int(args.sessions * args.train_fraction)))
-        test = resize_sessions(test, max(1, args.sessions - int(args.sessions * args.train_fraction)))
+        train_n = max(1, int(args.sessions * args.train_fraction))
+        sizes = {"train_sessions": train_n, "test_sessions": max(1, args.sessions - train_n)}
+    try:
+        train, test = held_out_split(requests, args.train_fraction, **sizes)
+    except ValueError as exc:
+        parser.error(str(exc))
     train = apply_arrivals(train, PoissonArrivals(args.rate, args.seed))
     test = apply_arrivals(test, PoissonArrivals(args.rate, args.seed + 1))
     step_time = StepTimeModel.load()
     engine = EngineConfig.from_gpu()
     config = ReplayConfig(replicas=args.replicas, engine=engine)
-    warmup = make_policy("pythia")
-    ReplayRunner(train, warmup, config, step_time).run()
-    profiler = warmup.router.context.profiler  # type: ignore[attr-defined]
-    modes = {w.workflow: w.mode.mode for w in profiler.snapshot().workflows}
+    profiler = train_profiler(train, config, step_time)
+    modes = profiler_modes(profiler)
 
     ideal = ideal_jct_s(test, step_time, engine)
     graphs = workflow_graphs(test)
     rows, extras, failures = [], {}, {}
     for name in args.policies.split(","):
-        pythia = name.startswith("pythia")
-        bundle = make_policy(name, seed=args.seed, graphs=graphs, profiler=copy.deepcopy(profiler) if pythia else None)
+        pythia = learns(name)
+        bundle = make_bundle(name, profiler, seed=args.seed, graphs=graphs)
         try:
             result = ReplayRunner(test, bundle, config, step_time).run()
         except RuntimeError as exc:  # an engine fault must not hide the other rows

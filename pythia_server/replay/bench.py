@@ -30,6 +30,7 @@ from pythia_server.replay.workload import WorkloadRequest, load_workload, sessio
 __all__ = [
     "BenchSettings",
     "format_table",
+    "lines_svg",
     "prepare_workload",
     "run_policies",
     "run_policy",
@@ -203,13 +204,25 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 
 def sweep_svg(results: dict[float, list[RunMetrics]], title: str = "JCT vs load") -> str:
     """Mean JCT against arrival rate, one line per policy, the ideal dashed (self-contained SVG)."""
-    width, height, left, right, top, bottom = 640, 380, 64, 150, 36, 48
     rates = sorted(results)
     policies = [m.policy for m in results[rates[0]]] if rates else []
     series = {p: [(r, next(m.jct_mean_s for m in results[r] if m.policy == p)) for r in rates] for p in policies}
-    ideal = [(r, results[r][0].ideal_jct_mean_s) for r in rates if results[r]]
-    ys = [y for pts in series.values() for _, y in pts] + [y for _, y in ideal]
-    x_lo, x_hi = (min(rates), max(rates)) if rates else (0.0, 1.0)
+    series["ideal"] = [(r, results[r][0].ideal_jct_mean_s) for r in rates if results[r]]
+    return lines_svg(series, title, "mean JCT (s)", dashed=("ideal",))
+
+
+def lines_svg(
+    series: dict[str, list[tuple[float, float]]],
+    title: str,
+    y_label: str,
+    x_label: str = "arrival rate (sessions/s)",
+    dashed: Sequence[str] = (),
+) -> str:
+    """One line per series (x = rate) from a zero y axis; ``dashed`` series drawn in black, dashed."""
+    width, height, left, right, top, bottom = 640, 380, 64, 150, 36, 48
+    xs = sorted({x for pts in series.values() for x, _ in pts})
+    ys = [y for pts in series.values() for _, y in pts]
+    x_lo, x_hi = (xs[0], xs[-1]) if xs else (0.0, 1.0)
     if x_hi == x_lo:
         x_lo, x_hi = x_lo * 0.9, x_hi * 1.1 or 1.0
     y_hi = max(ys, default=1.0) * 1.08 or 1.0
@@ -231,15 +244,17 @@ def sweep_svg(results: dict[float, list[RunMetrics]], title: str = "JCT vs load"
         y = y_hi * i / 5
         parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>'
                      f'<line x1="{left}" y1="{py(y):.1f}" x2="{left + plot_w}" y2="{py(y):.1f}" stroke="#eee"/>')
-    for r in rates:
-        parts.append(f'<text x="{px(r):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{r:g}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">arrival rate '
-                 f'(sessions/s)</text><text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 '
-                 f'{top + plot_h / 2})" text-anchor="middle">mean JCT (s)</text>')
-    named = [*series.items(), ("ideal", ideal)]
-    for i, (name, pts) in enumerate(named):
-        colour = "#000" if name == "ideal" else _PALETTE[i % len(_PALETTE)]
-        dash = ' stroke-dasharray="5,4"' if name == "ideal" else ""
+    ticks = xs if len(xs) <= 8 else [x_lo + (x_hi - x_lo) * i / 6 for i in range(7)]
+    for r in ticks:
+        parts.append(f'<text x="{px(r):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{r:.3g}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">{html.escape(x_label)}'
+                 f'</text><text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 '
+                 f'{top + plot_h / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
+    for i, (name, pts) in enumerate(series.items()):
+        black = name in dashed
+        colour = "#000" if black else _PALETTE[i % len(_PALETTE)]
+        dash = ' stroke-dasharray="5,4"' if black else ""
+        pts = sorted(pts)
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{coords}">'
                      f'<title>{html.escape(name)}</title></polyline>')
