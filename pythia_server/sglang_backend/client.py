@@ -115,7 +115,11 @@ def build_close_session_payload(session_id: str) -> dict[str, Any]:
 def make_session(*, pool_size: int = 256, connect_timeout_s: float = 5.0,
                  read_timeout_s: float = 300.0) -> aiohttp.ClientSession:
     """One pooled session for all replicas (call inside a running event loop)."""
-    connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=300)
+    # Idle connections are dropped after 4 s, before uvicorn's 5 s keep-alive (SGLang's and the
+    # sim's server) closes them: aiohttp's 15 s default reused connections the server was
+    # closing, and the call failed with "Can not write request body".
+    connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=300,
+                                     keepalive_timeout=4.0)
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
     return aiohttp.ClientSession(connector=connector, timeout=timeout,
                                  json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
