@@ -190,9 +190,10 @@ class ServeProcess:
         return response.json()
 
     def replica_urls(self) -> list[str]:
+        """The replicas serving now (one the autoscaler is draining or stopping is left out)."""
         body = self._get("/pythia/api/replicas")
         rows = body.get("replicas", body) if isinstance(body, dict) else body
-        return [row["url"] for row in rows]
+        return [row["url"] for row in rows if not row.get("draining")]
 
     def flush_caches(self, attempts: int = 50) -> None:
         """Empty every replica's prefix cache (refused while requests run: retried)."""
