@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from pythia_server.aio import cancel_and_wait
 from pythia_server.engine.core import Engine
 from pythia_server.engine.types import (
     EngineLoad,
@@ -102,11 +103,8 @@ class LiveEngine:
             self._task = asyncio.create_task(self._run(), name="pythia-sim-engine")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for rid in list(self._streams):
             self.abort(rid)
 

@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from pythia_server.aio import cancel_and_wait
 from pythia_server.config import GatewayConfig
 from pythia_server.errors import (
     InvalidRequestError,
@@ -152,10 +153,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Finish pending aborts, stop probing, close connections, flush and close the store."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel_and_wait(self._sweeper)
         if self.proxy is not None:
             await self.proxy.drain_background()
         if self.autoscaler is not None:

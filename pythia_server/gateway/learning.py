@@ -14,13 +14,13 @@ counted (``pythia_profiler_calls_total{outcome="failed"}``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
+from pythia_server.aio import cancel_and_wait
 from pythia_server.config import GatewayConfig
 from pythia_server.gateway.metrics import GatewayMetrics
 from pythia_server.profiler.profiler import WorkflowProfiler
@@ -88,11 +88,8 @@ class ProfilerFeed:
 
     async def stop(self) -> None:
         """Stop the task and learn what is still queued (a final report sees every call)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.drain()
 
     async def _run(self) -> None:

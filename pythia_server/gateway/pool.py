@@ -15,7 +15,6 @@ reporting it ready again (a restarted process) clears its quarantine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from pythia_server.aio import cancel_and_wait
 from pythia_server.errors import UpstreamError
 from pythia_server.policy.types import ReplicaView
 from pythia_server.sglang_backend.client import SGLangClient
@@ -121,11 +121,8 @@ class ReplicaPool:
         self._task = asyncio.create_task(self._probe_loop(), name="pythia-health-probes")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # -- views -----------------------------------------------------------------------------
 

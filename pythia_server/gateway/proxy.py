@@ -21,8 +21,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -78,6 +78,8 @@ from pythia_server.tokens import block_hashes
 __all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "generate": "/generate"}
 _RETRYABLE_STATUS = (502, 503)
@@ -241,19 +243,9 @@ class Proxy:
 
     async def _answer_whole(self, call: ServedCall, upstream: UpstreamResponse, request: Request) -> Response:
         """Read the whole upstream answer, unless the client leaves first (then abort it)."""
-        try:
-            raw = await unless_client_leaves(request, upstream.read())
-        except ClientGone:
-            self._abandon(call, upstream)
+        raw = await self._whole(call, upstream, request, upstream.read())
+        if raw is None:
             return Response(b"", status_code=499)
-        except PythiaError as exc:
-            if isinstance(exc, UpstreamTimeoutError):
-                self._quarantine(call, upstream, exc)
-            self._finish(call, "error", exc.message)
-            raise
-        except BaseException:  # the gateway itself is being cancelled (shutdown)
-            self._abandon(call, upstream)
-            raise
         if upstream.status >= 400:
             self._finish(call, "error", f"replica answered {upstream.status}: {raw[:200].decode(errors='replace')}")
             return Response(raw, status_code=upstream.status, media_type=upstream.content_type or "application/json")
@@ -273,11 +265,22 @@ class Proxy:
 
     async def _answer_assembled(self, call: ServedCall, upstream: UpstreamResponse, request: Request) -> Response:
         """The non-streaming answer built from an upstream stream (TTFT taken on the way)."""
+        body = await self._whole(call, upstream, request, self._collect(call, upstream))
+        if body is None:
+            return Response(b"", status_code=499)
+        upstream.release()
+        self._finish(call, "ok", None)
+        return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
+
+    async def _whole(self, call: ServedCall, upstream: UpstreamResponse, request: Request,
+                     work: Awaitable[T]) -> T | None:
+        """``work``'s result (a whole answer); None when the client left first (the call is
+        then abandoned and the engine request aborted). An upstream error ends the call."""
         try:
-            body = await unless_client_leaves(request, self._collect(call, upstream))
+            return await unless_client_leaves(request, work)
         except ClientGone:
             self._abandon(call, upstream)
-            return Response(b"", status_code=499)
+            return None
         except PythiaError as exc:
             upstream.close()
             if isinstance(exc, UpstreamTimeoutError):
@@ -287,9 +290,6 @@ class Proxy:
         except BaseException:  # the gateway itself is being cancelled (shutdown)
             self._abandon(call, upstream)
             raise
-        upstream.release()
-        self._finish(call, "ok", None)
-        return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
 
     async def _collect(self, call: ServedCall, upstream: UpstreamResponse) -> dict[str, Any]:
         route = call.parsed.route

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import zmq
 import zmq.asyncio
 
+from pythia_server.aio import cancel_and_wait
 from pythia_server.engine.events import (
     AllBlocksCleared,
     BlockRemoved,
@@ -196,10 +197,7 @@ class KvEventSubscriber:
 
     async def stop(self) -> None:
         for task in (self._task, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._task = self._watcher = None
         self._ctx.destroy(linger=0)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from pythia_server.aio import cancel_and_wait
 from pythia_server.sglang_backend.probe import HttpProbe, Probe
 from pythia_server.sglang_backend.processes import log_tail, spawn_process_group, terminate_process_group
 from pythia_server.sglang_backend.replica_specs import (  # re-exported: the supervisor's vocabulary
@@ -339,10 +340,8 @@ class ReplicaSupervisor:
     async def _halt(self, replica: _Replica, reason: str) -> None:
         replica.leaving = True
         task, replica.task = replica.task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not asyncio.current_task():
+            await cancel_and_wait(task)
         if replica.first_outcome is not None and not replica.first_outcome.done():
             replica.first_outcome.set_result(reason)
         await self._terminate(replica)
