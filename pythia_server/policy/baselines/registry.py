@@ -103,6 +103,7 @@ _BUNDLES: dict[str, Callable[[PolicyOptions], PolicyBundle]] = {
     **{name: _pythia(name) for name in (
         "pythia", "pythia-weighted", "pythia-no-warm", "pythia-no-retention", "pythia-no-priority",
         "pythia-no-lookahead", "pythia-preempt", "pythia-no-cap", "pythia-critical-path", "pythia-no-mixed",
+        "pythia-srpt",
     )},
 }
 

@@ -49,6 +49,8 @@ PYTHIA_VARIANTS: dict[str, dict[str, object]] = {
     "pythia-no-cap": {"running_cap": False},
     "pythia-critical-path": {"priority_order": "critical-path"},
     "pythia-no-mixed": {"mixed_chunk": False},
+    # shortest predicted remaining work first, aged: 100 tokens of remaining work weigh one second of waiting
+    "pythia-srpt": {"srpt_s_per_token": 0.01},
 }
 
 

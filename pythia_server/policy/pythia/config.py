@@ -57,7 +57,7 @@ class PythiaConfig:
     priority_order: str = "session"  # "session" or "critical-path" (PRIORITY_ORDERS)
     priority_resolution_s: float = 0.01  # session order: start times this close tie (FCFS by call)
     srpt_s_per_token: float = 0.0  # session order: a token of predicted remaining work counts as this much later a start
-    # (0: pure session FCFS; 0.002 was neutral on deep research and 10% worse on ChatDev, docs/policies.md)
+    # (0: pure session FCFS; 0.002-1.0 neutral to 5% worse on deep research, 0.002 10% worse on ChatDev; docs/policies.md)
     priority_levels: int = 16  # levels of remaining work, each PRIORITY_STEP apart
     priority_step: int = 4  # a request preempts only > 10 apart: a gap of 3 levels
     work_unit_tokens: float = 64.0  # remaining work of one unit; each level doubles it

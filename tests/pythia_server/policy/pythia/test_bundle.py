@@ -45,6 +45,7 @@ def test_every_variant_is_registered_and_switches_its_mechanism_off() -> None:
         assert config.lookahead == (name != "pythia-no-lookahead")
         assert config.affinity == ("weighted" if name == "pythia-weighted" else "tiebreak")
         assert config.priority_order == ("critical-path" if name == "pythia-critical-path" else "session")
+        assert config.srpt_s_per_token == (0.01 if name == "pythia-srpt" else 0.0)
         capped = name not in ("pythia-no-cap", "pythia-no-priority")  # a cap without an order only queues
         assert (bundle.engine.max_running_requests is not None) == capped
         assert bundle.engine.enable_mixed_chunk == (name != "pythia-no-mixed")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from pythia_server.policy.pythia.bundle import PYTHIA_VARIANTS
 from pythia_server.policy.pythia.priority import SESSION_TOP, LookaheadPriority
 from pythia_server.policy.types import (
     SGLANG_PRIORITY_PREEMPTION_THRESHOLD,
@@ -115,6 +116,20 @@ def test_session_order_lets_a_short_session_pass_a_long_one_started_just_before(
     short = _session_ask(policy, profiler, "short", work=100.0, bound=100)  # key 11 + 0.4 s
     later = _session_ask(policy, profiler, "later", work=100.0, bound=100)  # key 40.4 s
     assert short > long_ > later
+
+
+def test_srpt_variant_ages_a_long_session_past_shorter_ones_that_came_later() -> None:
+    """``pythia-srpt``: 100 tokens of predicted remaining work weigh one second of waiting, so a
+    session with 1,000 more tokens to do yields to one up to 10 s younger, never to a later one."""
+    config = PYTHIA_VARIANTS["pythia-srpt"]
+    policy, profiler = _priority(priority_order="session", **config)
+    _started(policy, "long", 10.0)
+    _started(policy, "short-9s-later", 19.0)
+    _started(policy, "short-11s-later", 21.0)
+    long_ = _session_ask(policy, profiler, "long", work=1_100.0, bound=100)  # key 10 + 12 s
+    within = _session_ask(policy, profiler, "short-9s-later", work=100.0, bound=100)  # key 19 + 2 s
+    beyond = _session_ask(policy, profiler, "short-11s-later", work=100.0, bound=100)  # key 21 + 2 s
+    assert within > long_ > beyond
 
 
 def test_session_order_never_needs_ageing() -> None:
