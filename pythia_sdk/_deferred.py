@@ -41,6 +41,8 @@ log = logging.getLogger("pythia_sdk")
 INTERVAL_S = 0.5
 #: Queue length that wakes the worker early (bounds memory under load).
 WAKE_AT = 512
+#: Span ids made ahead per wake (a quarter as many trace ids, for root spans).
+POOL_SIZE = 1024
 
 _DEFAULT_SAMPLERS: frozenset[str] = frozenset()
 
@@ -106,6 +108,17 @@ class DeferredSpans:
         #: The call path reads ids from the provider's generator, the worker builds spans
         #: with a copy of the tracer whose generator hands back those same ids.
         self.ids = tracer.id_generator
+        self._new_trace_id = self.ids.generate_trace_id
+        self._new_span_id = self.ids.generate_span_id
+        #: (parent span, its SpanContext or None, "00-{trace id}-", flags, "-{flags}"): the
+        #: last parent seen. Calls of one agent share it; one tuple, replaced whole.
+        self._last_parent: tuple[Any, ...] = (object(), None, None, 0, "")
+        #: Ids made ahead by the worker, with their hex, for the SDK's random generator
+        #: only (another generator's ids may depend on the time they are made).
+        self._pooled = type(self.ids).__name__ == "RandomIdGenerator" \
+            and type(self.ids).__module__.startswith("opentelemetry.sdk.")
+        self._span_ids: deque[tuple[int, str]] = deque()
+        self._trace_ids: deque[tuple[int, str]] = deque()
         self.root_flags = 0x01 | (0x02 if _PresetIds(self.ids).is_trace_id_random() else 0)
         self._preset = _PresetIds(self.ids)
         self._tracer = copy.copy(tracer)
@@ -136,26 +149,59 @@ class DeferredSpans:
             self._batch_only = batch_processors_only(self._tracer)
         return self._batch_only and not self._closed
 
-    def new_ids(self, parent_ctx: Any) -> tuple[int, int, int]:
-        """(trace id, span id, trace flags) for a span under ``parent_ctx``."""
-        if parent_ctx is not None and parent_ctx.is_valid:
-            return parent_ctx.trace_id, self.ids.generate_span_id(), int(parent_ctx.trace_flags) & 0x03
-        return self.ids.generate_trace_id(), self.ids.generate_span_id(), self.root_flags
+    def announce(self, call: Any, parent_span: Any) -> str | None:
+        """Defer ``call``'s span: give it the ids of a span under ``parent_span`` (a new
+        trace when that has no valid context) and return the ``traceparent`` naming it.
+        Unsampled (as its parent), the call keeps no ids and no span is built. None when
+        spans cannot be deferred now (see :attr:`active`): the caller builds its own."""
+        if not self._batch_only or self._closed \
+                or self._span_processor._span_processors is not self._checked:
+            if not self.active:  # the processors changed, or spans are built inline
+                return None
+        last = self._last_parent
+        if last[0] is not parent_span:  # a new parent: its context read once, not per call
+            ctx = parent_span.get_span_context()
+            if ctx.is_valid:
+                flags = int(ctx.trace_flags) & 0x03
+                last = (parent_span, ctx, f"00-{ctx.trace_id:032x}-", flags, f"-{flags:02x}")
+            else:
+                flags = self.root_flags
+                last = (parent_span, None, None, flags, f"-{flags:02x}")
+            self._last_parent = last
+        _, parent_ctx, prefix, flags, suffix = last
+        try:
+            span_id, span_hex = self._span_ids.pop()
+        except IndexError:
+            span_id = self._new_span_id()
+            span_hex = f"{span_id:016x}"
+        if parent_ctx is None:
+            try:
+                trace_id, prefix = self._trace_ids.pop()
+            except IndexError:
+                trace_id = self._new_trace_id()
+                prefix = f"00-{trace_id:032x}-"
+        else:
+            trace_id = parent_ctx.trace_id
+        tp = f"{prefix}{span_hex}{suffix}"
+        call.deferred = True
+        if flags & 0x01:  # sampled (ParentBased: as the parent, or a new root)
+            call.deferred_span = (trace_id, span_id, flags, parent_ctx)
+        return tp
 
     def submit(self, record: Any) -> None:
         """Queue a finished call (never blocks; wakes the worker when the queue is long)."""
-        if self._closed:
-            with self._lock:
-                self._materialise(record)
-            return
         queue = self._queue
         queue.append(record)
-        if self._closed:  # closed meanwhile: its last drain may have missed this record
-            self.drain()
-        elif self._thread is None:
-            self._start()
+        if self._thread is None or self._closed:
+            self._submitted_idle()
         elif len(queue) >= WAKE_AT and not self._wake.is_set():
             self._wake.set()
+
+    def _submitted_idle(self) -> None:
+        if self._closed:  # no worker any more: build what is queued now, in this thread
+            self.drain()
+        else:
+            self._start()
 
     def drain(self) -> None:
         """Build every queued span now, in this thread."""
@@ -232,12 +278,29 @@ class DeferredSpans:
 
     def _run(self) -> None:
         while not self._closed:
+            self._refill()
             self._wake.wait(INTERVAL_S)
             self._wake.clear()
             self.drain()
 
+    def _refill(self) -> None:
+        """Top up the id pools (the call path pops from them, or makes its own)."""
+        if not self._pooled:
+            return
+        span_ids, trace_ids = self._span_ids, self._trace_ids
+        new_span_id, new_trace_id = self._new_span_id, self._new_trace_id
+        while len(span_ids) < POOL_SIZE:
+            span_id = new_span_id()
+            span_ids.appendleft((span_id, f"{span_id:016x}"))
+        while len(trace_ids) < POOL_SIZE // 4:
+            trace_id = new_trace_id()
+            trace_ids.appendleft((trace_id, f"00-{trace_id:032x}-"))
+
     def _after_fork(self) -> None:
-        """A forked child has no worker thread: start a fresh one on its first call."""
+        """A forked child has no worker thread: start a fresh one on its first call. Its
+        copies of the parent's pooled ids are dropped (they would be made twice)."""
+        self._span_ids.clear()
+        self._trace_ids.clear()
         self._thread = None
         self._lock = threading.Lock()
         self._wake = threading.Event()

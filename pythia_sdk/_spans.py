@@ -9,9 +9,10 @@ client talks to, learnt from its first call).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -120,6 +121,13 @@ class Telemetry:
             explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
         )
 
+    def metrics_live(self) -> bool:
+        """False while the histograms record nowhere (no meter provider: the API's proxy
+        with none set yet, or a no-op one); re-read per call, a provider may come later."""
+        histogram = self.duration_s
+        real = getattr(histogram, "_real_instrument", histogram)  # the API's proxy
+        return real is not None and not isinstance(real, metrics.NoOpHistogram)
+
     def _make_provider(self, settings: Settings) -> Any:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -186,3 +194,29 @@ def traceparent(span: Span) -> str | None:
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def current_span_reader() -> Callable[[], Span]:
+    """``trace.get_current_span`` for the call path: with the SDK's default contextvars
+    runtime context, one contextvar read and one dict lookup (the public function goes
+    through four calls in three modules); anything else, the public function."""
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+        from opentelemetry.trace.propagation import _SPAN_KEY
+    except ImportError:  # pragma: no cover - another opentelemetry-api layout
+        return trace.get_current_span
+    if type(_RUNTIME_CONTEXT) is not ContextVarsRuntimeContext:
+        return trace.get_current_span
+    var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
+    if not isinstance(var, contextvars.ContextVar):  # pragma: no cover - changed internals
+        return trace.get_current_span
+    invalid, span_type, get_current_span = trace.INVALID_SPAN, Span, trace.get_current_span
+
+    def current() -> Span:
+        span = var.get().get(_SPAN_KEY)
+        if span is None:
+            return invalid
+        return span if isinstance(span, span_type) else get_current_span()
+
+    return current

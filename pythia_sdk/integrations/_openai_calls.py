@@ -34,54 +34,74 @@ def log_failure(where: str, exc: BaseException) -> None:
 
 class ModelCall:
     """One instrumented model call: its span (eager, deferred or none) and what the
-    response said. Deferred, this object *is* the record the worker turns into a span."""
+    response said. Deferred, this object *is* the record the worker turns into a span.
 
-    __slots__ = ("telemetry", "span", "op", "model", "request", "start_ns", "end_ns",
-                 "ended", "deferred", "usage", "response_model", "response_id",
-                 "finish_reasons", "raw_response", "how", "error", "trace_id", "span_id",
-                 "trace_flags", "parent_context", "__weakref__")
+    What the call path sets lives in slots, every one set in ``__init__`` (an instance
+    dict growing key by key costs microseconds there); what the response says is set
+    later, mostly by the worker, and reads the class defaults until then.
+    """
 
-    def __init__(self, telemetry: Telemetry, op: str, model: str | None,
+    __slots__ = ("telemetry", "op", "api", "body", "request", "start_ns", "span", "ended",
+                 "deferred", "deferred_span", "outgoing", "__dict__", "__weakref__")
+
+    end_ns = 0
+    #: Deferred: the parsed response, read by the worker (not on the call path).
+    result: Any = None
+    usage: Any = None
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    raw_response = False  # with_streaming_response: the body is the caller's
+    how: str | None = None
+    error: BaseException | None = None
+
+    def __init__(self, telemetry: Telemetry, op_api: tuple[str, str], body: Mapping[str, Any],
                  request: tuple[Any, ...]) -> None:
         self.telemetry = telemetry
-        self.span: Span | None = None  # an eager span
-        self.op = op
-        self.model = model
-        #: (tag attributes, pythia.api, streamed, max tokens, base URL): the span's
-        #: request attributes, built only when the span is.
+        self.op, self.api = op_api
+        #: The request body openai built for this call (its own dict, not the caller's).
+        self.body = body
+        #: (tag attributes, streamed, base URL): with the body, the span's request
+        #: attributes, built only when the span is.
         self.request = request
         self.start_ns = time.time_ns()
-        self.end_ns = 0
+        self.span: Span | None = None  # an eager span
         self.ended = False
         self.deferred = False  # True: the worker builds the span and records the metrics
-        self.usage: Any = None
-        self.response_model: str | None = None
-        self.response_id: str | None = None
-        self.finish_reasons: list[str] = []
-        self.raw_response = False  # with_streaming_response: the body is the caller's
-        self.how: str | None = None
-        self.error: BaseException | None = None
-        self.span_id: int | None = None  # a deferred span's ids (None: no span to build)
-        self.trace_id = 0
-        self.trace_flags = 0
-        self.parent_context: Any = None  # the parent's SpanContext (None: a root span)
+        #: Deferred and sampled: (trace id, span id, trace flags, the parent's SpanContext
+        #: or None for a root), the span the call path announced in ``traceparent``.
+        self.deferred_span: tuple[int, int, int, Any] | None = None
+        #: Headers added to the built request (see _openai_headers), or None.
+        self.outgoing: tuple[tuple[bytes, bytes, bytes], ...] | None = None
+
+    @property
+    def model(self) -> str | None:
+        model = self.body.get("model")
+        return model if isinstance(model, str) else None
 
     def request_attributes(self) -> dict[str, Any]:
-        tag_attrs, api, streamed, max_tokens, base_url = self.request
+        tag_attrs, streamed, base_url = self.request
+        body = self.body
         attrs: dict[str, Any] = dict(tag_attrs)
         attrs[sc.GEN_AI_OPERATION_NAME] = self.op
         attrs[sc.GEN_AI_PROVIDER_NAME] = "openai"
-        attrs[sc.PYTHIA_API] = api
-        if self.model:
-            attrs[sc.GEN_AI_REQUEST_MODEL] = self.model
-        if streamed:
+        attrs[sc.PYTHIA_API] = self.api
+        model = self.model
+        if model:
+            attrs[sc.GEN_AI_REQUEST_MODEL] = model
+        if streamed or body.get("stream") is True:
             attrs[sc.PYTHIA_STREAM] = True
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") \
+            or body.get("max_output_tokens")
         if isinstance(max_tokens, int):
             attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
         attrs[sc.SERVER_ADDRESS] = base_url.host
         if base_url.port:
             attrs[sc.SERVER_PORT] = base_url.port
         return attrs
+
+    def add_finish_reason(self, reason: Any) -> None:
+        self.finish_reasons = (*self.finish_reasons, str(reason))
 
     # -- reading responses -------------------------------------------------------------
     def on_item(self, item: Any) -> None:
@@ -96,7 +116,7 @@ class ModelCall:
         if choices:
             reason = getattr(choices[0], "finish_reason", None)
             if reason:
-                self.finish_reasons.append(str(reason))
+                self.add_finish_reason(reason)
         elif getattr(item, "type", None) == "response.completed":
             self.on_response(item.response)
 
@@ -107,7 +127,7 @@ class ModelCall:
         for choice in getattr(response, "choices", None) or ():
             reason = getattr(choice, "finish_reason", None)
             if reason:
-                self.finish_reasons.append(str(reason))
+                self.add_finish_reason(reason)
         if self.span is not None and self.telemetry.settings.capture_content:
             _capture_output(self.span, response)
 
@@ -118,11 +138,15 @@ class ModelCall:
             return
         self.ended = True
         self.end_ns = time.time_ns()
-        self.how, self.error = how, error
-        deferred = self.telemetry.deferred
-        if self.deferred and deferred is not None:
-            deferred.submit(self)
-            return
+        if how is not None:
+            self.how = how
+        if error is not None:
+            self.error = error
+        if self.deferred:
+            deferred = self.telemetry.deferred
+            if deferred is not None:
+                deferred.submit(self)
+                return
         try:
             self._finish()
         except Exception as exc:  # pragma: no cover - defensive
@@ -130,15 +154,20 @@ class ModelCall:
 
     def materialise(self, spans: DeferredSpans) -> None:
         """The deferred span (with the recorded ids, times and parent) and metric points."""
-        if self.span_id is not None:
-            name = f"{self.op} {self.model}" if self.model else self.op
+        if self.result is not None:
+            self.on_response(self.result)
+            self.result = None
+        if self.deferred_span is not None:
+            trace_id, span_id, flags, parent = self.deferred_span
+            model = self.model
+            name = f"{self.op} {model}" if model else self.op
             attrs = self.request_attributes()
             attrs.update(self._response_attributes())
             if self.error is None:
-                spans.emit(self.trace_id, self.span_id, self.trace_flags, self.parent_context,
+                spans.emit(trace_id, span_id, flags, parent,
                            name, attrs, self.start_ns, self.end_ns)
             else:  # the exception event and status: through a live span
-                span = spans.start_span(self.trace_id, self.span_id, self.parent_context, name,
+                span = spans.start_span(trace_id, span_id, parent, name,
                                         kind=SpanKind.CLIENT, attributes=attrs,
                                         start_time=self.start_ns)
                 record_error(span, self.error, timestamp_ns=self.end_ns)
@@ -156,7 +185,7 @@ class ModelCall:
         if self.response_id:
             attrs[sc.GEN_AI_RESPONSE_ID] = str(self.response_id)
         if self.finish_reasons:
-            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(self.finish_reasons)
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self.finish_reasons
         input_tokens, output_tokens = _usage_tokens(self.usage)
         if input_tokens is not None:
             attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens

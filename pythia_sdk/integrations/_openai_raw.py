@@ -63,9 +63,12 @@ class _Tap:
         call = self.call
         if call.ended:
             return
+        body = b"".join(self.chunks)
+        if how == "closed" and self.sse and body.rstrip().endswith(b"data: [DONE]"):
+            how = "exhausted"  # openai closes a stream once it has read [DONE] (2.x async)
         if how == "exhausted":
             try:
-                self._read_usage(b"".join(self.chunks))
+                self._read_usage(body)
             except Exception:  # a body we cannot read: the span goes without usage
                 pass
         self.chunks.clear()
@@ -103,7 +106,7 @@ class _Tap:
         if not call.finish_reasons:
             for choice in payload.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
-                    call.finish_reasons.append(str(choice["finish_reason"]))
+                    call.add_finish_reason(choice["finish_reason"])
 
 
 def _make_sync(base: type, inner: Any, tap: _Tap) -> Any:

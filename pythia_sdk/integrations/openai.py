@@ -8,12 +8,14 @@ ChatOpenAI, AutoGen's client and the ``.stream()`` helpers need nothing of their
 another OpenAI instrumentation (which wraps the resource methods, above us) is seen as
 the current span: we then add our tags to its span instead of opening a second one.
 
-Per call: read the context, merge tags and ``traceparent`` into the caller's headers
-(never replacing one the caller set, in ``extra_headers`` or the client's
+Per call: read the context, add the tags and ``traceparent`` to the request (to the built
+request as a rule, see :mod:`._openai_headers`; merged into the caller's headers when the
+caller set any, never replacing one of theirs, in ``extra_headers`` or the client's
 ``default_headers``), open a ``chat {model}`` CLIENT span, and end it when the response
 is parsed or the stream ends (exhausted, error, ``close``, ``break`` or collection). Behind
 batch span processors the span is only *named* here (its ids go out in ``traceparent``)
-and built by a worker after the call (see :mod:`pythia_sdk._deferred`).
+and built, with the response read, by a worker after the call (see
+:mod:`pythia_sdk._deferred`).
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ from opentelemetry.trace import Span, SpanKind
 
 from pythia_sdk import _semconv as sc
 from pythia_sdk._context import CallContext, get_context
-from pythia_sdk._spans import Telemetry, traceparent
+from pythia_sdk._spans import Telemetry, current_span_reader, traceparent
 from pythia_sdk.integrations._openai_calls import (
     ModelCall,
     capture_input,
     log_failure,
     observe_async,
     observe_sync,
+)
+from pythia_sdk.integrations._openai_headers import (
+    OUTGOING,
+    build_request_wrapper,
+    encoded_triples,
+    with_traceparent,
 )
 from pythia_sdk.integrations._openai_raw import observe_raw
 from pythia_sdk.protocol import HEADER_PREFIX, AgentTags, merge_headers
@@ -43,6 +51,7 @@ log = logging.getLogger("pythia_sdk")
 #: Patch targets, as strings so nothing is imported before instrument() runs.
 SYNC_TARGET = "openai._base_client:SyncAPIClient.request"
 ASYNC_TARGET = "openai._base_client:AsyncAPIClient.request"
+BUILD_TARGET = "openai._base_client:BaseClient._build_request"
 
 # path -> (gen_ai.operation.name, pythia.api)
 _OPERATIONS: dict[str, tuple[str, str]] = {
@@ -67,6 +76,7 @@ class _Types:
         self.async_stream = openai.AsyncStream
         self.legacy = LegacyAPIResponse
         self.raw = BaseAPIResponse
+        self.not_given = type(openai.NOT_GIVEN)
         #: Result types seen to be none of the above (parsed models), checked first.
         self.plain: set[type] = set()
 
@@ -78,19 +88,20 @@ class Chokepoint:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
         self.types = _Types()
+        self.current_span = current_span_reader()
+        #: The last current span found not to be another instrumentation's chat span
+        #: (an agent's span serves many calls; a foreign chat span is new per call).
+        self._not_foreign: Any = None
 
     def begin(self, client: Any, options: Any, stream: bool) -> ModelCall | None:
         """Tag the request in ``options`` and open its span; None when not a model call."""
         url = options.url
-        op_api = _OPERATIONS.get(url) if isinstance(url, str) else None
+        op_api = _OPERATIONS.get(url) if type(url) is str else None
         if op_api is None:
             return None
-        op, api = op_api
         body = options.json_data
         if type(body) is not dict and not isinstance(body, Mapping):
-            body = {}
-        model = body.get("model")
-        model = model if isinstance(model, str) else None
+            body = _NO_HEADERS
 
         ctx: CallContext | None = get_context()
         tags: AgentTags | None = None
@@ -106,59 +117,53 @@ class Chokepoint:
                     tag_attrs = resolved.attributes
 
         telemetry = self.telemetry
-        if telemetry.gateway is not None and telemetry.gateway.endpoint is None:
-            telemetry.gateway.learn(client.base_url)
+        gateway = telemetry.gateway
+        if gateway is not None and gateway.endpoint is None:
+            gateway.learn(client.base_url)
 
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") \
-            or body.get("max_output_tokens")
-        call = ModelCall(telemetry, op, model, (
-            tag_attrs, api, stream or body.get("stream") is True, max_tokens, client._base_url))
-        current = trace.get_current_span()
+        call = ModelCall(telemetry, op_api, body, (tag_attrs, stream, client._base_url))
+        current = self.current_span()
         tp: str | None = None
         deferred = telemetry.deferred
-        if not telemetry.tracing and not current.is_recording():  # tags only
-            pass
-        elif _is_foreign_chat_span(current):
+        if current is not self._not_foreign and _is_foreign_chat_span(current):
             if tag_attrs:
                 current.set_attributes(tag_attrs)
             tp = traceparent(current)
             call.deferred = deferred is not None and deferred.active
-        elif deferred is not None and deferred.active:  # the span is built off the call path
-            call.deferred = True
-            parent_ctx = (parent if parent is not None else current).get_span_context()
-            if not parent_ctx.is_valid:
-                parent_ctx = None
-            trace_id, span_id, flags = deferred.new_ids(parent_ctx)
-            tp = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
-            if flags & 0x01:  # sampled (ParentBased: as the parent, or a new root)
-                call.trace_id, call.span_id, call.trace_flags = trace_id, span_id, flags
-                call.parent_context = parent_ctx
+        elif not telemetry.tracing:  # tags only
+            self._not_foreign = current
         else:
-            context = trace.set_span_in_context(parent) if parent is not None else None
-            span = telemetry.tracer.start_span(
-                f"{op} {model}" if model else op, context=context, kind=SpanKind.CLIENT,
-                attributes=call.request_attributes(),
-            )
-            if telemetry.settings.capture_content and span.is_recording():
-                capture_input(span, body)
-            call.span = span
-            tp = traceparent(span)
+            self._not_foreign = current
+            # the span built off the call path, or (None) here:
+            tp = deferred.announce(call, parent if parent is not None else current) \
+                if deferred is not None else None
+            if tp is None:
+                model = call.model
+                context = trace.set_span_in_context(parent) if parent is not None else None
+                span = telemetry.tracer.start_span(
+                    f"{call.op} {model}" if model else call.op, context=context,
+                    kind=SpanKind.CLIENT, attributes=call.request_attributes(),
+                )
+                if telemetry.settings.capture_content and span.is_recording():
+                    capture_input(span, body)
+                call.span = span
+                tp = traceparent(span)
 
-        caller = options.headers  # usually openai's NOT_GIVEN, which is falsy
-        if not caller or (type(caller) is not dict and not isinstance(caller, Mapping)):
+        caller = options.headers  # usually openai's NOT_GIVEN
+        if type(caller) is self.types.not_given or not caller \
+                or (type(caller) is not dict and not isinstance(caller, Mapping)):
             caller = None
         defaults = client._custom_headers
         if defaults:  # a tag set in the client's default_headers wins too
             ours = {k: v for k, v in defaults.items() if k.lower().startswith(HEADER_PREFIX)}
             if ours:
                 caller = {**ours, **(caller or {})}
-        if not caller:  # the common case: nothing to preserve, the encoded tags as they are
-            headers = dict(encoded)
-        elif tags is not None:
-            headers = merge_headers(caller, tags)
-        else:
-            headers = dict(caller)
-        if tp is not None and (not caller or all(k.lower() != _TRACEPARENT for k in headers)):
+        if not caller:  # the common case: added to the built request (_openai_headers)
+            call.outgoing = with_traceparent(encoded_triples(encoded), tp)
+            return call
+        # the caller's headers: merged into the options, theirs kept
+        headers = merge_headers(caller, tags) if tags is not None else dict(caller)
+        if tp is not None and all(k.lower() != _TRACEPARENT for k in headers):
             headers[_TRACEPARENT] = tp
         options.headers = headers
         return call
@@ -166,8 +171,14 @@ class Chokepoint:
     def finish(self, call: ModelCall, result: Any) -> Any:
         """End the span now, or hand it to the stream; returns ``result`` unchanged."""
         if type(result) in self.types.plain:  # the common case: a parsed model object
-            call.on_response(result)
-            call.end()
+            if call.deferred:  # the worker reads the response, off the call path
+                call.result = result
+                call.end()
+            elif call.span is not None or self.telemetry.metrics_live():
+                call.on_response(result)
+                call.end()
+            else:  # tags only, no meter provider: nothing would read the response
+                call.ended = True
             return result
         t = self.types
         if isinstance(result, t.stream):
@@ -191,15 +202,8 @@ class Chokepoint:
             call.end()
         return result
 
-    # The two wrappers below differ only in awaiting the original; these hold what they
-    # share: instrumentation fails open (logged), the user's call always goes through.
-    def _begin_or_none(self, client: Any, options: Any, stream: bool) -> ModelCall | None:
-        try:
-            return self.begin(client, options, stream)
-        except Exception as exc:
-            log_failure("openai request", exc)
-            return None
-
+    # The two wrappers below differ only in awaiting the original; both fail open:
+    # an instrumentation fault is logged and the user's call always goes through.
     def _finish_or_result(self, call: ModelCall, result: Any) -> Any:
         try:
             return self.finish(call, result)
@@ -209,34 +213,52 @@ class Chokepoint:
             return result
 
     def sync_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        begin, finish = self._begin_or_none, self._finish_or_result
+        begin, finish = self.begin, self._finish_or_result
 
         def request(self_: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            call = begin(self_, options, bool(kwargs.get("stream")))
+            try:
+                call = begin(self_, options, bool(kwargs.get("stream")))
+            except Exception as exc:
+                log_failure("openai request", exc)
+                call = None
             if call is None:
                 return original(self_, cast_to, options, *args, **kwargs)
+            outgoing = call.outgoing
+            token = OUTGOING.set((self_, outgoing)) if outgoing else None
             try:
                 result = original(self_, cast_to, options, *args, **kwargs)
             except BaseException as exc:
                 call.end(error=exc)
                 raise
+            finally:
+                if token is not None:
+                    OUTGOING.reset(token)
             return finish(call, result)
 
         request.__pythia_original__ = original  # type: ignore[attr-defined]
         return request
 
     def async_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        begin, finish = self._begin_or_none, self._finish_or_result
+        begin, finish = self.begin, self._finish_or_result
 
         async def request(self_: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            call = begin(self_, options, bool(kwargs.get("stream")))
+            try:
+                call = begin(self_, options, bool(kwargs.get("stream")))
+            except Exception as exc:
+                log_failure("openai request", exc)
+                call = None
             if call is None:
                 return await original(self_, cast_to, options, *args, **kwargs)
+            outgoing = call.outgoing
+            token = OUTGOING.set((self_, outgoing)) if outgoing else None
             try:
                 result = await original(self_, cast_to, options, *args, **kwargs)
             except BaseException as exc:
                 call.end(error=exc)
                 raise
+            finally:
+                if token is not None:
+                    OUTGOING.reset(token)
             return finish(call, result)
 
         request.__pythia_original__ = original  # type: ignore[attr-defined]
@@ -270,6 +292,7 @@ def instrument_all(telemetry: Telemetry) -> bool:
     patches = [
         patch_target(SYNC_TARGET, point.sync_wrapper),
         patch_target(ASYNC_TARGET, point.async_wrapper),
+        patch_target(BUILD_TARGET, build_request_wrapper),
     ]
     return REGISTRY.add(GLOBAL_KEY, patches)
 
@@ -292,8 +315,14 @@ def instrument_client(client: Any, telemetry: Telemetry) -> bool:
     owner, attr = resolve_target(ASYNC_TARGET if is_async else SYNC_TARGET)
     original = getattr(owner.__dict__[attr], "__pythia_original__", owner.__dict__[attr])
     wrapper = point.async_wrapper(original) if is_async else point.sync_wrapper(original)
-    patch = patch_instance(client, attr, types.MethodType(wrapper, client))
-    return REGISTRY.add(key, [patch], obj=client)
+    build = type(client)._build_request
+    build = getattr(build, "__pythia_original__", build)
+    patches = [
+        patch_instance(client, attr, types.MethodType(wrapper, client)),
+        patch_instance(client, "_build_request",
+                       types.MethodType(build_request_wrapper(build), client)),
+    ]
+    return REGISTRY.add(key, patches, obj=client)
 
 
 def is_openai_client(obj: Any) -> bool:

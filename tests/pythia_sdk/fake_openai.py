@@ -52,6 +52,8 @@ class FakeOpenAI:
     traces: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     responder: Responder = default_responder
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Model calls still to be answered 503 (with a 1 ms retry-after), for retry tests.
+    fail_next: int = 0
 
     @property
     def base_url(self) -> str:
@@ -65,6 +67,7 @@ class FakeOpenAI:
         with self.lock:
             self.requests.clear()
             self.traces.clear()
+            self.fail_next = 0
         self.responder = default_responder
 
 
@@ -88,6 +91,11 @@ def _app(server: FakeOpenAI) -> Starlette:
 
     async def chat(request: Request) -> Response:
         body = await record(request)
+        with server.lock:
+            failing, server.fail_next = server.fail_next > 0, max(0, server.fail_next - 1)
+        if failing:
+            return JSONResponse({"error": {"message": "busy", "type": "server_error"}},
+                                status_code=503, headers={"retry-after-ms": "1"})
         answer = server.responder(body)
         text = answer.get("content") or ""
         tool_calls = answer.get("tool_calls")

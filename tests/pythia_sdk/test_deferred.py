@@ -172,3 +172,38 @@ def test_when_spans_are_deferred(fake: FakeOpenAI) -> None:
     openai.OpenAI(base_url=fake.base_url, api_key="unused").chat.completions.create(
         model="m", messages=MESSAGES)
     assert len(sync_exporter.get_finished_spans()) == 1  # inline, as before
+
+
+def test_pooled_ids_name_the_spans_and_are_never_reused(fake: FakeOpenAI, batched: Batched) -> None:
+    """Ids made ahead by the worker (roots take a pooled trace id too) are the spans' ids,
+    each used once; a forked child drops its copy of the pools."""
+    pythia.instrument(tracer_provider=batched.provider)
+    assert REGISTRY.telemetry is not None
+    spans = REGISTRY.telemetry.deferred
+    assert spans is not None and spans._pooled
+    spans._refill()
+    pooled = {span_id for span_id, _ in spans._span_ids}
+    client = openai.OpenAI(base_url=fake.base_url, api_key="unused")
+    for _ in range(3):
+        client.chat.completions.create(model="m", messages=MESSAGES)  # roots
+    with pythia.workflow("wf", session="s-1"), pythia.agent("a"):
+        for _ in range(3):
+            client.chat.completions.create(model="m", messages=MESSAGES)
+    pythia.flush()
+    chats = batched.chats()
+    sent = {r.headers["traceparent"] for r in fake.model_calls()}
+    assert {f"00-{s.context.trace_id:032x}-{s.context.span_id:016x}-{s.context.trace_flags:02x}"
+            for s in chats} == sent
+    assert len(sent) == 6 and {s.context.span_id for s in chats} <= pooled
+    assert len({s.context.trace_id for s in chats[:3]}) == 3
+    used = {s.context.span_id for s in chats}
+    assert not used & {span_id for span_id, _ in spans._span_ids}  # taken out when used
+
+    import os
+
+    assert spans._span_ids
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only when its pools are empty
+        os._exit(0 if not spans._span_ids and not spans._trace_ids else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
