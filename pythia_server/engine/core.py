@@ -10,13 +10,13 @@ decodes one token (``update_running_batch``, retracting requests when the KV poo
 hold one more token each, as ``ScheduleBatch.retract_decode`` does). With
 ``enable_mixed_chunk`` the running requests decode inside the prefill step.
 
-KV accounting follows ``mem_cache/radix_cache.py``'s ``cache_unfinished_req`` /
-``cache_finished_req``: prefilled pages go into the tree (locked while the request runs),
-generated tokens are the request's own until it finishes, then prompt and output are
-inserted and unlocked, so a follow-up turn that repeats them hits the cache. Memory is
-counted in tokens (SGLang allocates whole pages; the difference is under a page per
-request). The driver owns time: it passes ``now_s`` in and advances by the returned
-``duration_s``.
+KV accounting (``engine/kv_ledger.py``) follows ``mem_cache/radix_cache.py``'s
+``cache_unfinished_req`` / ``cache_finished_req``: prefilled pages go into the tree
+(locked while the request runs), generated tokens are the request's own until it
+finishes, then prompt and output are inserted and unlocked, so a follow-up turn that
+repeats them hits the cache. Memory is counted in tokens (SGLang allocates whole pages;
+the difference is under a page per request). The driver owns time: it passes ``now_s``
+in and advances by the returned ``duration_s``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 from pythia_server.engine.batch import RunningBatch
 from pythia_server.engine.events import KvEventListener
+from pythia_server.engine.kv_ledger import KvLedger
 from pythia_server.engine.radix_cache import EvictionKey, RadixCache
-from pythia_server.engine.request import Req
+from pythia_server.engine.request import Req, check_request, effective_priority
 from pythia_server.engine.schedule_policy import (
     order_waiting,
     preemption_victims,
@@ -48,7 +49,6 @@ from pythia_server.engine.types import (
 __all__ = ["Engine"]
 
 _RETRACT_DECODE_STEPS = 20  # SGLang's global_config.retract_decode_steps
-_LEAST_URGENT = 2**62
 
 
 class Engine:
@@ -76,7 +76,8 @@ class Engine:
         self._waiting: list[Req] = []
         self._running = RunningBatch(self.config.clip_max_new_tokens)
         self._chunked: Req | None = None
-        self._private_total = 0  # KV tokens owned by requests, outside the tree
+        self.kv = KvLedger(self.cache, self.config.max_total_num_tokens, self.config.page_size,
+                           not self.config.disable_radix_cache)
         self._seq = 0
         cfg = self.config
         self._min_ratio = min(cfg.init_new_token_ratio * cfg.min_new_token_ratio_factor, 1.0)
@@ -92,25 +93,10 @@ class Engine:
         self._now_s = now_s
         if request.rid in self._reqs:
             raise EngineError(f"duplicate request id {request.rid!r}")
-        if not request.input_ids:
-            raise EngineError("the prompt is empty")
-        if request.max_new_tokens < 0:
-            raise EngineError("max_new_tokens must be at least 0")
-        if len(request.input_ids) >= cfg.context_length:
-            raise EngineError(
-                f"the input ({len(request.input_ids)} tokens) is longer than the model's "
-                f"context length ({cfg.context_length} tokens)"
-            )
-        if len(request.input_ids) + 1 > cfg.max_total_num_tokens:
-            raise EngineError(
-                f"the input ({len(request.input_ids)} tokens) does not fit in the KV cache "
-                f"({cfg.max_total_num_tokens} tokens)"
-            )
+        check_request(request, cfg)
         target = cfg.output_length.draw(request.input_ids, request.max_new_tokens, request.ignore_eos, self._rng)
         self._seq += 1
-        priority = request.priority
-        if priority is None:  # scheduler.py: a request without one is the least urgent
-            priority = _LEAST_URGENT if cfg.schedule_low_priority_values_first else -_LEAST_URGENT
+        priority = effective_priority(request.priority, cfg)
         req = Req.plan(request, target, now_s, self._seq, cfg.seed, cfg.eos_token_id, self._stream, priority)
         self._reqs[req.rid] = req
         self._waiting.append(req)
@@ -125,10 +111,10 @@ class Engine:
             self._waiting.remove(req)
         elif req is self._chunked:
             self._chunked = None
-            self._release(req)
+            self.kv.release(req)
         elif req in self._running:
             self._running.remove(req)
-            self._release(req)
+            self.kv.release(req)
         del self._reqs[rid]
         return req.finished(now_s, {"type": "abort", "message": "Abort by request"})
 
@@ -144,9 +130,7 @@ class Engine:
         if req is None or req is self._chunked or req in self._running:
             return False
         self._now_s = now_s
-        if priority is None:
-            priority = _LEAST_URGENT if self.config.schedule_low_priority_values_first else -_LEAST_URGENT
-        req.priority = priority
+        req.priority = effective_priority(priority, self.config)
         return True
 
     def waiting_rids(self) -> list[str]:
@@ -177,11 +161,11 @@ class Engine:
     def load(self) -> EngineLoad:
         cfg = self.config
         cache = self.cache
-        free = cfg.max_total_num_tokens - cache.total_size - self._private_total
+        free = self.kv.free_tokens
         return EngineLoad(
             num_running_reqs=len(self._running) + (1 if self._chunked else 0),
             num_waiting_reqs=len(self._waiting),
-            num_used_tokens=cache.protected_size + self._private_total,
+            num_used_tokens=cache.protected_size + self.kv.private_total,
             cached_tokens=cache.total_size,
             evictable_tokens=cache.evictable_size,
             free_tokens=free,
@@ -198,7 +182,7 @@ class Engine:
 
     @property
     def free_tokens(self) -> int:
-        return self.config.max_total_num_tokens - self.cache.total_size - self._private_total
+        return self.kv.free_tokens
 
     def reclaimable_tokens(self, now_s: float | None = None) -> int:
         """Cached tokens eviction could free now: evictable cache less what a policy pins.
@@ -319,7 +303,7 @@ class Engine:
         victims = preemption_victims(req, self._running, tokens, need_slot, self.config, self.new_token_ratio)
         for victim in victims:
             self._running.remove(victim)
-            self._release(victim)
+            self.kv.release(victim)
             victim.retract()
             self._waiting.append(victim)
             self._preemptions_total += 1
@@ -350,7 +334,7 @@ class Engine:
             finished.extend(self._decode_tokens(decoding, 1, end_s, deltas))
         for req, take, _ in batch:
             req.prefilled += take
-            self._commit(req, req.prefilled)
+            self.kv.commit(req, req.prefilled)
             if req.prefilled < req.fill_len:
                 continue  # a chunk of a longer prompt: SGLang's cache_unfinished_req
             if req.first_prefill_done is False:
@@ -378,7 +362,7 @@ class Engine:
         while self._running and not self._alloc(len(self._running), force=len(self._running) == 1):
             victim = retraction_victim(self._running)
             self._running.remove(victim)
-            self._release(victim)
+            self.kv.release(victim)
             victim.retract()
             self._waiting.insert(0, victim)
             self._retractions_total += 1
@@ -447,48 +431,16 @@ class Engine:
     def finish_decode_run(self, run: DecodeRun, steps: int) -> StepResult:
         """Commit the first ``steps`` steps of ``run`` (all of them unless cut short)."""
         steps = max(0, min(steps, run.steps))
-        self._private_total -= (run.steps - steps) * len(run.reqs)  # reserved, never written
+        self.kv.unreserve((run.steps - steps) * len(run.reqs))  # reserved, never written
         end_s = run.start_s + steps * run.step_s
         self.new_token_ratio = max(self.new_token_ratio - steps * self._ratio_decay, self._min_ratio)
         deltas: list[TokenDelta] = []
         finished = self._decode_tokens(run.reqs, steps, end_s, deltas)
         return StepResult("decode", run.start_s, steps * run.step_s, len(run.reqs), 0, deltas, finished, [], steps)
 
-    # --- KV bookkeeping
+    # --- KV bookkeeping (engine/kv_ledger.py)
     def _alloc(self, tokens: int, force: bool = False) -> bool:
-        """Take ``tokens`` of KV, evicting cache if needed; ``force`` also evicts pinned cache."""
-        free = self.free_tokens
-        if free < tokens:
-            self.cache.evict(tokens - free, self._now_s, force)
-            if self.free_tokens < tokens:
-                return False
-        self._private_total += tokens
-        return True
-
-    def _commit(self, req: Req, kv_len: int) -> None:
-        """Move the request's computed, page-aligned tokens into the tree and lock them there."""
-        if self.config.disable_radix_cache:
-            return
-        page = self.config.page_size
-        aligned = kv_len // page * page
-        if aligned <= req.locked_len:
-            return
-        # only the new part is walked: the locked node already holds the first locked_len tokens
-        _, node = self.cache.insert(req.kv_slice(req.locked_len, aligned), req.priority, req.last_node,
-                                    owner=req.owner)
-        moved = aligned - req.locked_len  # either adopted by new nodes or duplicates of cached ones
-        self.cache.move_lock(req.last_node, node)
-        req.last_node = node
-        req.locked_len = aligned
-        req.private -= moved
-        self._private_total -= moved
-
-    def _release(self, req: Req) -> None:
-        self.cache.dec_lock_ref(req.last_node)
-        req.last_node = self.cache.root
-        req.locked_len = 0
-        self._private_total -= req.private
-        req.private = 0
+        return self.kv.alloc(tokens, self._now_s, force)
 
     def _emit(self, req: Req, at_s: float, deltas: list[TokenDelta]) -> None:
         index = req.out
@@ -500,17 +452,17 @@ class Engine:
             deltas.append(TokenDelta(req.rid, [req.output_ids[index]], req.pieces[index], req.cached_tokens))
 
     def _finish(self, req: Req, at_s: float) -> FinishedRequest:
-        self._commit(req, len(req.input_ids) + max(req.out - 1, 0) if req.out else len(req.input_ids))
+        self.kv.commit(req, len(req.input_ids) + max(req.out - 1, 0) if req.out else len(req.input_ids))
         if self.config.enable_session_radix_cache and req.session_id is not None:
             self.cache.add_session_ref(req.session_id, req.last_node)
-        self._release(req)
+        self.kv.release(req)
         del self._reqs[req.rid]
         return req.finished(at_s, req.finish_reason)
 
     def debug_state(self) -> dict[str, Any]:
         """Counts for invariant checks in tests."""
         return {
-            "private": self._private_total,
+            "private": self.kv.private_total,
             "private_sum": sum(r.private for r in self._reqs.values()),
             "tree": self.cache.total_size,
             "waiting": len(self._waiting),

@@ -14,8 +14,7 @@ Access "time" is a counter, not a clock: LRU only needs an order.
 from __future__ import annotations
 
 import heapq
-import inspect
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from pythia_server.engine.events import (
@@ -24,61 +23,16 @@ from pythia_server.engine.events import (
     BlockStored,
     KvEventListener,
 )
+from pythia_server.engine.evict_policy import (
+    EVICTION_POLICIES,
+    EvictionKey,
+    pinned_tokens,
+    wants_depth,
+)
+from pythia_server.engine.radix_node import TreeNode, add_owner
 from pythia_server.tokens import block_hashes
 
 __all__ = ["EVICTION_POLICIES", "EvictionKey", "MatchResult", "RadixCache", "TreeNode"]
-
-
-class TreeNode:
-    __slots__ = (
-        "children", "depth_tokens", "hashes", "hit_count", "key", "last_access", "lock_ref", "owners", "parent",
-        "priority", "session_refs",
-    )
-
-    def __init__(self, key: list[int], parent: TreeNode | None) -> None:
-        self.key = key
-        self.parent = parent
-        # tokens from the root to this node's end: fixed for the node's life (a split
-        # trims a node's key from the front, so its end stays where it was)
-        self.depth_tokens = len(key) + (parent.depth_tokens if parent is not None else 0)
-        self.children: dict[object, TreeNode] = {}
-        self.lock_ref = 0
-        self.last_access = 0
-        self.hit_count = 0
-        self.priority = 0
-        self.hashes: list[int] = []  # one chained block hash per page; only kept for events
-        self.owners: tuple[Hashable, ...] = ()  # who inserted or matched it, most recent last
-        self.session_refs = 0  # open sessions whose KV ends here (session radix cache)
-
-
-# Sort keys for eviction, smallest evicted first (SGLang mem_cache/evict_policy.py). Leaves
-# an open session refers to go after all others (the session radix cache).
-EVICTION_POLICIES: dict[str, Callable[[TreeNode], tuple[int, ...]]] = {
-    "lru": lambda n: (n.session_refs > 0, n.last_access),
-    "lfu": lambda n: (n.session_refs > 0, n.hit_count, n.last_access),
-    "priority": lambda n: (n.session_refs > 0, n.priority, n.last_access),
-}
-
-
-#: A caller-supplied eviction order (cache-hint policies): (owners, last_access, now_s) ->
-#: sort key, smallest evicted first, or None for "pinned: treat as locked". A key that
-#: accepts a ``depth_tokens`` keyword (or ``**kwargs``) is also given the node's depth:
-#: tokens from the root to the node's end (a role prompt near the root is shallow, a
-#: session's history deep); three-argument keys are called as before.
-EvictionKey = Callable[..., tuple | None]
-MAX_OWNERS_PER_NODE = 8
-
-
-def _wants_depth(key: Callable[..., object]) -> bool:
-    """Whether ``key`` takes the ``depth_tokens`` keyword (checked once, not per call)."""
-    try:
-        params = inspect.signature(key).parameters.values()
-    except (TypeError, ValueError):  # some builtins and C callables have no signature
-        return False
-    return any(
-        p.kind is p.VAR_KEYWORD or (p.name == "depth_tokens" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        for p in params
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +59,7 @@ class RadixCache:
         self._sort_key = EVICTION_POLICIES[eviction_policy]
         self._listener = listener
         self.eviction_key = eviction_key
-        self._key_wants_depth = eviction_key is not None and _wants_depth(eviction_key)
+        self._key_wants_depth = eviction_key is not None and wants_depth(eviction_key)
         self.forced_evicted_tokens = 0  # pinned tokens evicted because the engine had to (``force``)
         self._tick = 0
         self.root = TreeNode([], None)
@@ -137,7 +91,7 @@ class RadixCache:
             child.hit_count += 1
             child.last_access = tick
             if owner is not None:
-                _add_owner(child, owner)
+                add_owner(child, owner)
             node_key = child.key
             length = len(node_key)
             if end - matched < length or key[matched : matched + length] != node_key:
@@ -198,7 +152,7 @@ class RadixCache:
             child.last_access = self._tick
             child.priority = max(child.priority, priority)
             if owner is not None:
-                _add_owner(child, owner)
+                add_owner(child, owner)
             length = self._match_len(child.key, key, matched, end)
             if length < len(child.key):
                 child = self._split(child, length)
@@ -361,25 +315,7 @@ class RadixCache:
         """
         if self.eviction_key is None or self.evictable_size == 0:
             return self.evictable_size
-        root = self.root
-        unlocked: list[TreeNode] = []
-        seen: set[TreeNode] = set()
-        for leaf in self._leaves:
-            node = leaf
-            while node is not root and node.lock_ref == 0 and node not in seen:
-                seen.add(node)
-                unlocked.append(node)
-                node = node.parent  # type: ignore[assignment]
-        blocked: set[TreeNode] = set()
-        held = 0
-        for node in unlocked:
-            if node in blocked or self.hint_key(node, now_s) is not None:
-                continue
-            while node is not root and node.lock_ref == 0 and node not in blocked:
-                blocked.add(node)
-                held += len(node.key)
-                node = node.parent  # type: ignore[assignment]
-        return self.evictable_size - held
+        return self.evictable_size - pinned_tokens(self._leaves, self.root, lambda n: self.hint_key(n, now_s) is None)
 
     def _remove_leaf(self, node: TreeNode, removed: list[int]) -> int:
         """Drop one unlocked leaf; its parent may become a candidate. Returns tokens freed."""
@@ -480,11 +416,3 @@ class RadixCache:
         parent.children[self._child_key(upper.key, 0)] = upper
         return upper
 
-
-def _add_owner(node: TreeNode, owner: Hashable) -> None:
-    owners = node.owners
-    if owners and owners[-1] == owner:
-        return
-    if owner in owners:
-        owners = tuple(o for o in owners if o != owner)
-    node.owners = (*owners, owner)[-MAX_OWNERS_PER_NODE:]

@@ -13,14 +13,45 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pythia_server.engine.radix_cache import TreeNode
-from pythia_server.engine.types import FinishedRequest, GenerateRequest
+from pythia_server.engine.types import (
+    EngineConfig,
+    EngineError,
+    FinishedRequest,
+    GenerateRequest,
+)
 from pythia_server.tokens import synthetic_text, tokenize
 
-__all__ = ["Req"]
+__all__ = ["Req", "check_request", "effective_priority"]
 
 _PIECE_IDS: dict[str, int] = {}
 _UNIQUE_ID_BASE = 1 << 40  # above any vocabulary: text-less outputs never match a prompt
 _FILLER: list[int] = []
+_LEAST_URGENT = 2**62
+
+
+def check_request(request: GenerateRequest, config: EngineConfig) -> None:
+    """Raise EngineError for a request SGLang would reject at submission."""
+    if not request.input_ids:
+        raise EngineError("the prompt is empty")
+    if request.max_new_tokens < 0:
+        raise EngineError("max_new_tokens must be at least 0")
+    if len(request.input_ids) >= config.context_length:
+        raise EngineError(
+            f"the input ({len(request.input_ids)} tokens) is longer than the model's "
+            f"context length ({config.context_length} tokens)"
+        )
+    if len(request.input_ids) + 1 > config.max_total_num_tokens:
+        raise EngineError(
+            f"the input ({len(request.input_ids)} tokens) does not fit in the KV cache "
+            f"({config.max_total_num_tokens} tokens)"
+        )
+
+
+def effective_priority(priority: int | None, config: EngineConfig) -> int:
+    """The priority the scheduler sorts by; scheduler.py: a request without one is the least urgent."""
+    if priority is None:
+        return _LEAST_URGENT if config.schedule_low_priority_values_first else -_LEAST_URGENT
+    return priority
 
 
 def _filler(n: int) -> list[int]:

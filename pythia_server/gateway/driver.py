@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from array import array
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pythia_server.errors import UpstreamError
 from pythia_server.gateway.pool import Replica, ReplicaPool
+from pythia_server.gateway.warm_ledger import WarmLedger, WarmStats
 from pythia_server.policy.types import (
     CallInfo,
     CallOutcome,
@@ -56,33 +55,7 @@ __all__ = ["PolicyDriver", "WarmStats"]
 
 log = logging.getLogger(__name__)
 
-_MAX_BLOCK_TOKENS = 50_000  # block hash -> its token ids (4 bytes each), to rebuild a warm's prompt
-_MAX_PENDING_WARMS = 1_000  # warms waiting to be hit, over all replicas
-_MAX_ACTION_LOG = 2_000  # warms kept for the report
 _MAX_SESSIONS = 100_000  # live sessions remembered (replicas served, last call)
-
-
-@dataclass(slots=True)
-class WarmStats:
-    """Warm (prefill-only) requests: what the cache hints asked for and what came of it."""
-
-    scheduled: int = 0
-    sent: int = 0
-    hits: int = 0  # a later call on that replica had the warmed prefix cached
-    wasted: int = 0  # its session ended (or it aged out) without a hit
-    resident: int = 0  # not sent: the prefix index already showed it there
-    dropped: int = 0  # not sent: replica gone, no headroom, prompt unknown, or the engine refused
-
-    def as_dict(self) -> dict[str, int]:
-        return {"scheduled": self.scheduled, "sent": self.sent, "hits": self.hits, "wasted": self.wasted,
-                "resident": self.resident, "dropped": self.dropped}
-
-
-@dataclass(frozen=True, slots=True)
-class _Warm:
-    action: PrefetchAction
-    tokens: int
-    record: dict[str, Any]  # its entry in the cache-action log; the outcome is filled in later
 
 
 class PolicyDriver:
@@ -96,21 +69,17 @@ class PolicyDriver:
         self.pool = pool
         self.block_size = block_size
         self.hub = hub
-        self.warms = WarmStats()
+        self._warm_ledger = WarmLedger(block_size)
+        self.warms = self._warm_ledger.stats
         self.priorities_sent = 0
         self.sessions_closed = 0
         self.features: dict[str, FeatureSet] = {}
         self._kv_endpoints: dict[str, tuple[str, str | None, str]] = {}
-        self._block_tokens: OrderedDict[int, array[int]] = OrderedDict()
-        self._pending: OrderedDict[int, tuple[str, str | None, _Warm]] = OrderedDict()  # id -> (replica, session, warm)
         #: live session -> (replicas that served it, its last call in policy time), oldest first
         self._sessions: OrderedDict[str, tuple[set[str], float]] = OrderedDict()
         self._tasks: set[asyncio.Task[object]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._ids = itertools.count(1)
         self._report = getattr(bundle.cache_hints, "on_prefetch_result", None)
-        #: warms sent, newest last, in the shape reports/enrich.cache_action_summary reads
-        self._action_log: deque[dict[str, Any]] = deque(maxlen=_MAX_ACTION_LOG)
 
     # -- replicas ----------------------------------------------------------------------------
 
@@ -203,16 +172,8 @@ class PolicyDriver:
 
     def remember_prompt(self, prompt_ids: Sequence[int], block_hashes: Sequence[int]) -> None:
         """Keep each full block's token ids, so a warm can be rebuilt from block hashes."""
-        if self.bundle.cache_hints is None:
-            return
-        size, table = self.block_size, self._block_tokens
-        for i, block in enumerate(block_hashes):
-            if block in table:
-                table.move_to_end(block)
-            else:
-                table[block] = array("I", prompt_ids[i * size:(i + 1) * size])
-        while len(table) > _MAX_BLOCK_TOKENS:
-            table.popitem(last=False)
+        if self.bundle.cache_hints is not None:
+            self._warm_ledger.remember(prompt_ids, block_hashes)
 
     def route(self, call: CallInfo, views: Sequence[ReplicaView], now_s: float) -> RouteDecision:
         if self.hub is not None and self._kv_endpoints and call.block_hashes:
@@ -268,7 +229,7 @@ class PolicyDriver:
         if bundle.priority is not None:
             bundle.priority.on_finish(outcome, now_s)
         if outcome.ok and outcome.cached_tokens:
-            self._count_hits(outcome)
+            self._warm_ledger.count_hits(outcome)
         if bundle.cache_hints is not None:
             for action in bundle.cache_hints.on_finish(outcome, now_s):
                 self._schedule(action, now_s)
@@ -277,10 +238,7 @@ class PolicyDriver:
         """The session is over (root span or idle): tell the hints, close it on the engines."""
         if self.bundle.cache_hints is not None:
             self.bundle.cache_hints.on_session_end(session, now_s)
-        for key, (_, warm_session, warm) in list(self._pending.items()):
-            if warm_session == session:
-                del self._pending[key]
-                self._wasted(warm)
+        self._warm_ledger.end_session(session)
         served, _ = self._sessions.pop(session, (set(), now_s))
         for replica_id in sorted(served):
             if not self.supports(replica_id, "session_radix_cache"):
@@ -333,14 +291,7 @@ class PolicyDriver:
                     log.exception("on_prefetch_result failed")
 
     async def _send_warm(self, action: PrefetchAction) -> bool:
-        ids: list[int] = []
-        blocks = 0
-        for block in action.block_hashes:
-            tokens = self._block_tokens.get(block)
-            if tokens is None:
-                break  # a block never seen here: warm what can be rebuilt
-            ids.extend(tokens)
-            blocks += 1
+        ids, blocks = self._warm_ledger.rebuild(action.block_hashes)
         try:
             replica = self.pool.get(action.replica_id)
         except KeyError:
@@ -357,7 +308,7 @@ class PolicyDriver:
         if view.total_kv_tokens and view.free_kv_tokens < len(ids):
             self.warms.dropped += 1  # no headroom: a warm must not evict what running calls need
             return False
-        rid = f"pythia-warm-{next(self._ids)}"
+        rid = self._warm_ledger.new_rid()
         session_id = None
         live = self._sessions.get(action.owner.session) if action.owner.session else None
         if live is not None and self.supports(action.replica_id, "session_radix_cache"):
@@ -366,39 +317,12 @@ class PolicyDriver:
         if not await replica.client.warm(ids, rid=rid, session_id=session_id):
             self.warms.dropped += 1
             return False
-        self.warms.sent += 1
-        record: dict[str, Any] = {
-            "at_s": time.time(), "workflow": action.owner.workflow, "action": "warm",
-            "agent": action.owner.agent, "replica": action.replica_id, "tokens": len(ids),
-            "outcome": None, "reason": action.reason}
-        self._action_log.append(record)
-        self._pending[next(self._ids)] = (action.replica_id, action.owner.session,
-                                          _Warm(replace(action, block_hashes=action.block_hashes[:blocks]), len(ids), record))
-        while len(self._pending) > _MAX_PENDING_WARMS:
-            _, (_, _, old) = self._pending.popitem(last=False)
-            self._wasted(old)
+        self._warm_ledger.sent(action, blocks, len(ids))
         return True
-
-    def _count_hits(self, outcome: CallOutcome) -> None:
-        """A warm is a hit when a later call on its replica had the warmed blocks cached."""
-        hashes = outcome.call.block_hashes
-        for key, (replica_id, _, warm) in list(self._pending.items()):
-            if replica_id != outcome.replica_id:
-                continue
-            blocks = warm.action.block_hashes
-            covered = len(blocks) * self.block_size
-            if tuple(hashes[:len(blocks)]) == blocks and outcome.cached_tokens >= covered:
-                del self._pending[key]
-                self.warms.hits += 1
-                warm.record["outcome"] = "hit"
-
-    def _wasted(self, warm: _Warm) -> None:
-        self.warms.wasted += 1
-        warm.record["outcome"] = "wasted"
 
     def cache_action_log(self) -> list[dict[str, Any]]:
         """The latest warms with their outcomes (bounded), for the report's cache section."""
-        return [dict(record) for record in self._action_log]
+        return self._warm_ledger.action_log()
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -17,12 +17,13 @@ finished, failed or was abandoned by its client (then the engine request is abor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,28 +38,23 @@ from pythia_server.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from pythia_server.gateway.accounting import (
-    SseSplitter,
-    carries_accounting,
-    decode_event,
-    encode_event,
-    has_content,
-    is_usage_only,
-    usage_from_generate,
-    usage_from_openai,
+from pythia_server.gateway.accounting import encode_event
+from pythia_server.gateway.assemble import can_assemble, streaming_body
+from pythia_server.gateway.client_io import (
+    ClientGone,
+    RelayResponse,
+    unless_client_leaves,
 )
-from pythia_server.gateway.assemble import (
-    GenerateAssembler,
-    OpenAIAssembler,
-    can_assemble,
-    streaming_body,
-)
-from pythia_server.gateway.client_io import ClientGone, RelayResponse, unless_client_leaves
 from pythia_server.gateway.driver import PolicyDriver
 from pythia_server.gateway.metrics import GatewayMetrics
 from pythia_server.gateway.pool import ReplicaPool
 from pythia_server.gateway.prompt_tokens import PromptTokenizer
 from pythia_server.gateway.served_call import ServedCall, call_outcome, call_record
+from pythia_server.gateway.upstream_stream import (
+    collect_answer,
+    read_usage,
+    relay_events,
+)
 from pythia_server.gateway.validation import (
     ParsedRequest,
     parse_body,
@@ -256,16 +252,13 @@ class Proxy:
             self._quarantine(call, None, garbage)
             self._finish(call, "error", garbage.message)
             raise garbage from None
-        if call.parsed.route == "generate":
-            usage_from_generate(data, call.usage)
-        else:
-            usage_from_openai(data, call.usage)
+        read_usage(call.parsed.route, data, call.usage)
         self._finish(call, "ok", None)
         return Response(raw, status_code=upstream.status, media_type="application/json")
 
     async def _answer_assembled(self, call: ServedCall, upstream: UpstreamResponse, request: Request) -> Response:
         """The non-streaming answer built from an upstream stream (TTFT taken on the way)."""
-        body = await self._whole(call, upstream, request, self._collect(call, upstream))
+        body = await self._whole(call, upstream, request, collect_answer(call, upstream))
         if body is None:
             return Response(b"", status_code=499)
         upstream.release()
@@ -291,76 +284,18 @@ class Proxy:
             self._abandon(call, upstream)
             raise
 
-    async def _collect(self, call: ServedCall, upstream: UpstreamResponse) -> dict[str, Any]:
-        route = call.parsed.route
-        assembler = GenerateAssembler() if route == "generate" else OpenAIAssembler(chat=route == "chat")
-        splitter = SseSplitter()
-        events = 0
-        async for chunk in upstream.iter_chunks():
-            for raw in splitter.feed(chunk):
-                data = decode_event(raw)
-                if data is None:
-                    continue
-                if isinstance(data, dict) and isinstance(data.get("error"), dict) and not data.get("choices"):
-                    message = data["error"].get("message") or "an error event"
-                    raise UpstreamError(f"the replica's stream failed: {message}")
-                if call.first_content is None and has_content(route, data):
-                    call.first_content = time.perf_counter()
-                assembler.feed(data)
-                events += 1
-        if not events:
-            raise UpstreamError("the replica's stream ended without an answer")
-        body = assembler.build()
-        if route == "generate":
-            usage_from_generate(body, call.usage)
-        else:
-            usage_from_openai(body, call.usage)
-        return body
-
     async def _relay(self, call: ServedCall, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
-        """Forward whole SSE events as they arrive, decoding only those that matter.
-
-        Events are decoded until the first content (TTFT); after that, OpenAI chunks only
-        when they carry usage or a finish reason, and for ``/generate`` (whose every chunk
-        repeats cumulative ``meta_info``) only the last one.
-        """
-        route = call.parsed.route
-        splitter = SseSplitter()
-        drop_usage = route != "generate" and not call.parsed.client_wants_usage
-        last_generate: bytes | None = None
+        """Forward the replica's stream (``relay_events``); a failure ends it with an error event."""
         try:
-            async for chunk in upstream.iter_chunks():
-                out: list[bytes] = []
-                for raw in splitter.feed(chunk):
-                    if route == "generate":
-                        if raw.startswith((b"data: {", b"data:{")):
-                            last_generate = raw
-                            if call.first_content is None and has_content(route, decode_event(raw)):
-                                call.first_content = time.perf_counter()
-                    elif call.first_content is None or carries_accounting(raw):
-                        data = decode_event(raw)
-                        if data is not None:
-                            if call.first_content is None and has_content(route, data):
-                                call.first_content = time.perf_counter()
-                            usage_from_openai(data, call.usage)
-                            if drop_usage and is_usage_only(data):
-                                continue
-                    out.append(raw)
-                if out:
-                    yield b"".join(out)
-            rest = splitter.rest()
-            if rest:
-                yield rest
+            async with contextlib.aclosing(relay_events(call, upstream)) as events:
+                async for out in events:
+                    yield out
         except UpstreamError as exc:
-            if last_generate is not None:
-                usage_from_generate(decode_event(last_generate), call.usage)
             if isinstance(exc, UpstreamTimeoutError):
                 self._quarantine(call, upstream, exc)
             self._finish(call, "error", exc.message)
             yield encode_event(exc.to_body())
             return
-        if last_generate is not None:
-            usage_from_generate(decode_event(last_generate), call.usage)
         self._finish(call, "ok", None)
 
     def _close_stream(self, call: ServedCall, upstream: UpstreamResponse) -> None:

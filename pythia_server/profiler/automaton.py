@@ -23,145 +23,28 @@ is what the predictor answers with; no chain is solved at predict time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from pythia_server.profiler.contexts import (
+    ID_BITS,
+    MAX_AGENT_IDS,
+    MAX_LOOP_ORDER,
+    CandidateSpec,
+    ContextStats,
+    backoff_chain,
+    candidate_specs,
+    choose,
+    position_keys,
+)
 from pythia_server.profiler.signature import OUTPUT_BUCKETS, signature_of
 from pythia_server.profiler.steps import Step
 from pythia_server.profiler.types import END, OTHER_AGENT, START, UNKNOWN_AGENT
 
 _RENORMALISE_ABOVE = 1e120
-
-
-class ContextStats:
-    """Decayed counts of the next agent after one context, plus cost to go.
-
-    ``ranked`` (the normalised distribution, most likely first) is rebuilt at most once
-    per update, on first use, so a burst of learning does not sort on every step.
-    """
-
-    __slots__ = ("_ranked", "_ranked_total", "counts", "steps_sum", "top", "top_count", "total", "truncated_weight", "work_sum")
-
-    def __init__(self) -> None:
-        self.counts: dict[str, float] = {}
-        self.total = 0.0
-        self.top = ""
-        self.top_count = 0.0
-        self.steps_sum = 0.0
-        self.work_sum = 0.0
-        self.truncated_weight = 0.0  # learned from sessions cut short (no cost to go)
-        self._ranked: tuple[tuple[str, float], ...] = ()
-        self._ranked_total = -1.0  # the total ``_ranked`` was computed at
-
-    def add(self, nxt: str, weight: float) -> None:
-        counts = self.counts
-        value = counts.get(nxt, 0.0) + weight
-        counts[nxt] = value
-        self.total += weight
-        if nxt == self.top:
-            self.top_count = value
-        elif value > self.top_count:
-            self.top, self.top_count = nxt, value
-
-    @property
-    def ended_weight(self) -> float:
-        """Weight of the sessions that ended: what ``steps_sum`` and ``work_sum`` average over."""
-        return self.total - self.truncated_weight
-
-    @property
-    def ranked(self) -> tuple[tuple[str, float], ...]:
-        if self._ranked_total != self.total:
-            self._ranked_total = self.total
-            total = self.total or 1.0
-            items = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:_MAX_RANKED]
-            self._ranked = tuple((agent, count / total) for agent, count in items)
-        return self._ranked
-
-    def scale(self, factor: float) -> None:
-        for key in self.counts:
-            self.counts[key] *= factor
-        self.total *= factor
-        self.top_count *= factor
-        self.steps_sum *= factor
-        self.work_sum *= factor
-        self.truncated_weight *= factor
-        self._ranked_total = -1.0
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateSpec:
-    name: str
-    order: int
-    loop: bool
-    signature: bool = False
-
-
-def candidate_specs(max_order: int) -> tuple[CandidateSpec, ...]:
-    specs = [CandidateSpec("markov", 1, False)]
-    specs += [CandidateSpec(f"order-{k}", k, False) for k in range(2, max_order + 1)]
-    specs += [CandidateSpec(f"loop-{k}", k, True) for k in range(1, min(_MAX_LOOP_ORDER, max_order) + 1)]
-    top_loop = min(_MAX_LOOP_ORDER, max_order)
-    specs.append(CandidateSpec(f"sig-{top_loop}", top_loop, True, True))
-    return tuple(specs)
-
-
-# Context keys are ints: the last k agent ids packed 10 bits each, then the visit count
-# (0 for plain contexts) and k in the low byte. Cheap to build and hash on every step.
-_ID_BITS = 10
-MAX_AGENT_IDS = (1 << _ID_BITS) - 1
-_MAX_LOOP_ORDER = 3
-# A signature (>= 16: see signature_of) sits above any packed history, so signature keys
-# never equal plain or loop keys.
-_SIG_SHIFT = _ID_BITS * 7 + 8
 _TOP_BUCKET = OUTPUT_BUCKETS - 1
-_MAX_RANKED = 8
 _NOT_ACTIONABLE = frozenset({OTHER_AGENT, UNKNOWN_AGENT})
 COMPARE_ALL_FIRST = 64
 COMPARE_EVERY = 4
 START_ID = 1
-
-
-def _choose(chain: tuple[ContextStats, ...], needed: float) -> str | None:
-    """The top agent of the first context in ``chain`` with ``needed`` evidence, else of
-    the first seen one (what :meth:`ContextModel._pick` gives, on a precomputed chain)."""
-    fallback = None
-    for stats in chain:
-        total = stats.total
-        if total >= needed and total > 0.0:
-            return stats.top
-        if fallback is None and total > 0.0:
-            fallback = stats.top
-    return fallback
-
-
-def position_keys(
-    ids: Sequence[int], visits: int, max_order: int, loop_orders: int, signature: int = 0
-) -> tuple[list[int], list[int], list[int], list[int]]:
-    """Keys at the end of ``ids``: plain (orders 1..K) and loop (1..L); with a signature
-    (0: none) also the current agent + signature + loop count, and agent + signature."""
-    plain: list[int] = []
-    loop: list[int] = []
-    packed = 0
-    n = len(ids)
-    for k in range(1, min(max_order, n) + 1):
-        packed |= ids[n - k] << (_ID_BITS * (k - 1))
-        plain.append((packed << 8) | k)
-        if k <= loop_orders:
-            loop.append((packed << 8) | (visits << 3) | k)
-    if not signature or not ids:
-        return plain, loop, [], []
-    high = (signature << _SIG_SHIFT) | (ids[-1] << 8) | 1
-    return plain, loop, [high | (visits << 3)], [high]
-
-
-def _chain(spec: CandidateSpec, plain: list, loop: list, sig_loop: list, sig_plain: list) -> list:
-    """A candidate's back-off chain, most specific first (see the module docstring)."""
-    k = spec.order
-    chain = plain[:k][::-1]
-    if spec.loop:
-        chain = loop[:k][::-1] + chain
-    if spec.signature:
-        chain = sig_loop + sig_plain + chain  # of the current agent only
-    return chain
 
 
 class ContextModel:
@@ -174,7 +57,7 @@ class ContextModel:
             raise ValueError("loop_count_cap must be in 1..31")
         self.specs = candidate_specs(max_order)
         self.max_order = max_order
-        self._loop_orders = min(_MAX_LOOP_ORDER, max_order)
+        self._loop_orders = min(MAX_LOOP_ORDER, max_order)
         self._loop_cap = loop_count_cap
         self._growth = 2.0 ** (1.0 / half_life_sessions)
         self._weight = 1.0
@@ -235,7 +118,7 @@ class ContextModel:
             signature = signature_of(self.ids.get(recall, 0) if recall is not None else 0, output_tokens)
         keys = position_keys(ids, min(visits, self._loop_cap), spec.order, spec.order if spec.loop else 0, signature)
         get = self.table.get
-        return self._pick(_chain(spec, *([get(k) for k in part] for part in keys)))
+        return self._pick(backoff_chain(spec, *([get(k) for k in part] for part in keys)))
 
     # -- learning --------------------------------------------------------------
     def _contexts_for(
@@ -259,7 +142,7 @@ class ContextModel:
                 out.append(stats)
                 complete = complete and stats is not None
             parts.append(out)
-        chains = tuple(tuple(stats for stats in _chain(spec, *parts) if stats is not None) for spec in self.specs)
+        chains = tuple(tuple(stats for stats in backoff_chain(spec, *parts) if stats is not None) for spec in self.specs)
         entry = (tuple(stats for part in parts for stats in part if stats is not None), chains)
         if complete:
             self._by_state[state] = entry
@@ -295,8 +178,8 @@ class ContextModel:
         loop_cap = self._loop_cap
         # The state (step signature, last max_order ids, visit count) packed in an int.
         # START occurs only first, so a shorter history never packs like a longer one.
-        window_mask = (1 << (_ID_BITS * self.max_order)) - 1
-        sig_shift = _ID_BITS * self.max_order + 5
+        window_mask = (1 << (ID_BITS * self.max_order)) - 1
+        sig_shift = ID_BITS * self.max_order + 5
         packed = START_ID
         needed = self.min_evidence * weight
         chosen_index = specs.index(self.chosen)
@@ -314,7 +197,7 @@ class ContextModel:
             if agent_id is None:
                 agent_id = self._id(agent)
             ids.append(agent_id)
-            packed = ((packed << _ID_BITS) | agent_id) & window_mask
+            packed = ((packed << ID_BITS) | agent_id) & window_mask
             seen[agent] = visits = seen.get(agent, 0) + 1
             if visits > loop_cap:  # noqa: PLR1730 - no builtin call in the per-step loop
                 visits = loop_cap
@@ -332,9 +215,9 @@ class ContextModel:
             if nxt not in not_actionable:  # naming "some agent" correctly is no usable prediction
                 if compare_all:
                     for index, chain in enumerate(chains):
-                        if _choose(chain, needed) == nxt:
+                        if choose(chain, needed) == nxt:
                             hits[index] += 1
-                elif _choose(chains[chosen_index], needed) == nxt:
+                elif choose(chains[chosen_index], needed) == nxt:
                     hits[chosen_index] += 1
             if ended:
                 steps_left, work_left = (steps_total - 1 - i) * weight, remaining_work[i + 1] * weight
@@ -405,7 +288,7 @@ class ContextModel:
     def edges(self, min_probability: float) -> tuple[tuple[str, str, float], ...]:
         """Last-agent transitions above the pruning threshold, for reports."""
         out = []
-        mask = (1 << _ID_BITS) - 1
+        mask = (1 << ID_BITS) - 1
         for key, stats in self.table.items():
             if key & 0xFF != 1:  # order 1 without a visit count
                 continue

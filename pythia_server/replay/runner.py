@@ -62,6 +62,7 @@ from pythia_server.replay.prompts import (
     peek_prefix_tokens,
     prompt_ids,
 )
+from pythia_server.replay.replica_views import ReplicaViews
 from pythia_server.replay.reprioritize import Reprioritizer
 from pythia_server.replay.results import (
     ReplayConfig,
@@ -81,11 +82,6 @@ __all__ = [
     "engine_config_for",
     "peek_prefix_tokens",
 ]
-
-#: Routers that read ``ReplicaView.cached_prefix_tokens`` (a KV-event index's answer); the
-#: others keep their own view (sgl-router's approximate tree), so the driver skips the walk.
-ROUTERS_READING_CACHE = frozenset({"dynamo_kv"})
-
 
 def engine_config_for(bundle: PolicyBundle, base: EngineConfig) -> EngineConfig:
     """The replica flags the bundle asks for (``EngineSettings``) over the base config."""
@@ -116,12 +112,6 @@ class _Live:
     priority: int | None  # at submission
     reserved_tokens: int
     current_priority: int | None = None  # after re-prioritisation
-
-
-@dataclass(slots=True)
-class _Outstanding:
-    running_requests: int = 0
-    outstanding_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -170,7 +160,7 @@ class ReplayRunner:
         )
         self._tracker = DependencyTracker(self.requests)
         self._hasher = BlockHasher(self.config.block_size)
-        self._outstanding = {rid: _Outstanding() for rid in self.replica_ids}
+        self.replica_views = ReplicaViews(self.cluster, self.fleet, self.replica_ids, bundle.router.name)
         self._live: dict[str, _Live] = {}
         self._results: list[RequestResult] = []
         self._session_start: dict[str, float] = {}
@@ -183,8 +173,6 @@ class ReplayRunner:
                                      getattr(hints, "on_prefetch_result", None))
         self.rejected: list[str] = []  # calls the engine refused (too long for the model or the KV pool)
         self._ran = False
-        self._cache_view = bundle.router.name in ROUTERS_READING_CACHE
-        self._view_cache: dict[str, ReplicaView] = {}
         self._session_replica: dict[str, tuple[str, str]] = {}  # live session key -> (session id, last replica)
         self._retired = _Retired({})
         self._ticks = PeriodicTicks(self.cluster)
@@ -253,35 +241,7 @@ class ReplayRunner:
 
     # ------------------------------------------------------------------ one call
     def _on_step(self, replica_id: str, _result: object) -> None:
-        self._view_cache.pop(replica_id, None)  # its load changed: read it again when next asked
-
-    def _views(self, ids: list[int]) -> list[ReplicaView]:
-        """What ``Replica.view()`` gives the gateway's router, one per serving replica.
-
-        A view is rebuilt only when its replica stepped or took or finished a call since the
-        last one was built (or, for routers reading the cache view, every time).
-        """
-        views = []
-        cache = self._view_cache
-        for rid in self.fleet.serving:
-            view = cache.get(rid)
-            if view is None or self._cache_view:
-                engine = self.cluster.engine(rid)
-                mine = self._outstanding[rid]
-                # = EngineLoad's num_waiting_reqs and max_total - num_used_tokens, without
-                # EngineLoad's O(queue) sums (engine.load() is the public, slower route)
-                free = engine.free_tokens + engine.cache.evictable_size
-                view = cache[rid] = ReplicaView(
-                    replica_id=rid,
-                    running_requests=mine.running_requests,
-                    queued_requests=engine.num_waiting,
-                    outstanding_tokens=mine.outstanding_tokens,
-                    free_kv_tokens=max(free, 0),
-                    total_kv_tokens=engine.config.max_total_num_tokens,
-                    cached_prefix_tokens=peek_prefix_tokens(engine.cache, ids) if self._cache_view else 0,
-                )
-            views.append(view)
-        return views
+        self.replica_views.forget(replica_id)
 
     def _arrive(self, request: WorkloadRequest) -> None:
         now_s = self.cluster.now_s
@@ -303,15 +263,13 @@ class ReplayRunner:
             arrival_s=now_s,
         )
         ids = prompt_ids(request)
-        decision = bundle.router.route(info, self._views(ids), now_s)
+        decision = bundle.router.route(info, self.replica_views.views(ids), now_s)
         replica_id = decision.replica_id
         priority = bundle.priority.priority(info, now_s) if bundle.priority is not None else None
         if hints is not None:
             hints.on_start(info, replica_id, now_s)
         reserved = request.input_length + request.output_length
-        mine = self._outstanding[replica_id]
-        mine.running_requests += 1
-        mine.outstanding_tokens += reserved
+        self.replica_views.begin(replica_id, reserved)
         self._live[request.request_id] = _Live(request, info, replica_id, decision.reason, priority, reserved,
                                                priority)
         self._session_replica[key] = (request.session_id or key, replica_id)
@@ -323,7 +281,7 @@ class ReplayRunner:
             priority=priority,
             owner=CacheOwner.of(tags) if hints is not None else None,
         )
-        self._view_cache.pop(replica_id, None)
+        self.replica_views.forget(replica_id)
         try:
             self.cluster.submit(replica_id, generate, self._finished)
         except EngineError as exc:  # SGLang answers 400; the client goes on without an output
@@ -335,10 +293,7 @@ class ReplayRunner:
         now_s = self.cluster.now_s
         live = self._live.pop(done.rid)
         request, info, replica_id = live.request, live.info, live.replica_id
-        mine = self._outstanding[replica_id]
-        mine.running_requests -= 1
-        mine.outstanding_tokens -= live.reserved_tokens
-        self._view_cache.pop(replica_id, None)
+        self.replica_views.end(replica_id, live.reserved_tokens)
         if self.scaling is not None:
             self.scaling.call_finished(replica_id)
         bundle = self.bundle
@@ -394,17 +349,17 @@ class ReplayRunner:
     # ------------------------------------------------------------------ scaling
     # ScaleHost: what the scale driver asks of the runner
     def serving_views(self) -> list[ReplicaView]:
-        return self._views([])
+        return self.replica_views.views([])
 
     def session_replicas(self) -> tuple[tuple[str, str], ...]:
         return tuple(self._session_replica.values())
 
     def calls_on(self, replica_id: str) -> int:
-        return self._outstanding[replica_id].running_requests
+        return self.replica_views.calls_on(replica_id)
 
     def open_replica(self, replica_id: str) -> None:
         self.cluster.add_replica(replica_id)
-        self._outstanding[replica_id] = _Outstanding()
+        self.replica_views.add(replica_id)
 
     def close_replica(self, replica_id: str) -> None:
         load = self.cluster.load(replica_id)
@@ -413,8 +368,7 @@ class ReplayRunner:
         retired.retractions += load.retractions_total
         retired.preemptions += load.preemptions_total
         self.cluster.remove_replica(replica_id)
-        del self._outstanding[replica_id]
-        self._view_cache.pop(replica_id, None)
+        self.replica_views.remove(replica_id)
 
     def forget_view(self, replica_id: str) -> None:
-        self._view_cache.pop(replica_id, None)
+        self.replica_views.forget(replica_id)

@@ -42,10 +42,8 @@ from starlette.responses import (
     JSONResponse,
     PlainTextResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from pythia_server.engine.core import Engine
 from pythia_server.engine.events import KvEventListener
@@ -67,6 +65,12 @@ from pythia_server.sglang_backend.sim_schema import (
     BadRequest,
     ParsedRequest,
     error_body,
+)
+from pythia_server.sglang_backend.sim_streams import (
+    SSEResponse,
+    generate_events,
+    openai_events,
+    wait_for_disconnect,
 )
 
 __all__ = ["SimServerConfig", "build_app"]
@@ -93,36 +97,6 @@ class SimServerConfig:
     kv_events_config: str | None = None  # SGLang's --kv-events-config JSON
     strict_model_name: bool = False  # reject OpenAI requests naming another model, as newer SGLang does
     max_body_bytes: int = 32 * 1024 * 1024
-
-
-class _SSEResponse(StreamingResponse):
-    """Streams until done or until the client goes away, whichever is first.
-
-    Starlette only notices a disconnect when a write fails; waiting on ``receive`` as
-    well frees a request that is still queued. Cancelling the producer raises inside
-    the body generator, whose ``finally`` aborts the engine request.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def produce() -> None:
-            with contextlib.suppress(OSError):
-                await self.stream_response(send)
-
-        producer = asyncio.ensure_future(produce())
-        listener = asyncio.ensure_future(self.listen_for_disconnect(receive))
-        _, pending = await asyncio.wait({producer, listener}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await task
-        aclose = getattr(self.body_iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _sse(payload: Any) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
 class SimServer:
@@ -202,7 +176,7 @@ class SimServer:
     async def _wait(self, request: Request, stream: RequestStream) -> FinishedRequest | None:
         """The finished request, or None (and the request aborted) if the client left."""
         result = asyncio.ensure_future(stream.result())
-        gone = asyncio.ensure_future(_disconnected(request))
+        gone = asyncio.ensure_future(wait_for_disconnect(request))
         done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
         if result in done:
             gone.cancel()
@@ -211,10 +185,6 @@ class SimServer:
         self.live.abort(stream.rid)
         return None
 
-    def _openai_usage_chunk(self, kind: str, parsed: ParsedRequest, created: int, finished: FinishedRequest) -> str:
-        return _sse({"id": parsed.request.rid, "object": kind, "created": created, "model": parsed.model,
-                     "choices": [], "usage": schema.usage(finished)})
-
     # ------------------------------------------------------------------ routes
     async def generate(self, request: Request) -> Response:
         parsed = schema.parse_generate(await self._json_body(request))
@@ -222,7 +192,8 @@ class SimServer:
         stream = await self._submit(parsed.request)
         rid, prompt_tokens = parsed.request.rid, len(parsed.request.input_ids)
         if parsed.stream:
-            return _SSEResponse(self._generate_events(stream, rid, prompt_tokens, start), media_type="text/event-stream")
+            return SSEResponse(generate_events(stream, rid, prompt_tokens, start, self.live.abort),
+                               media_type="text/event-stream")
         finished = await self._wait(request, stream)
         if finished is None:
             return Response(status_code=499)
@@ -232,23 +203,6 @@ class SimServer:
             "meta_info": schema.meta_info(rid, finished, prompt_tokens, finished.completion_tokens,
                                           finished.cached_tokens, time.monotonic() - start),
         })
-
-    async def _generate_events(self, stream: RequestStream, rid: str, prompt_tokens: int, start: float
-                               ) -> AsyncIterator[str]:
-        text, ids = "", []
-        try:
-            async for event in stream:
-                if event.delta is not None:
-                    text += event.delta.text
-                    ids.extend(event.delta.token_ids)
-                end = event.finished
-                cached = end.cached_tokens if end else event.delta.cached_tokens if event.delta else 0
-                meta = schema.meta_info(rid, end, prompt_tokens, len(ids), cached, time.monotonic() - start)
-                yield _sse({"text": text, "output_ids": list(ids), "meta_info": meta})
-            yield "data: [DONE]\n\n"
-        finally:
-            if stream.finished is None:
-                self.live.abort(rid)
 
     async def chat_completions(self, request: Request) -> Response:
         parsed = schema.parse_chat(await self._json_body(request), self.engine_config.context_length)
@@ -265,7 +219,8 @@ class SimServer:
         stream = await self._submit(parsed.request)
         created = schema.now_unix()
         if parsed.stream:
-            return _SSEResponse(self._openai_events(stream, parsed, created, chat), media_type="text/event-stream")
+            return SSEResponse(openai_events(stream, parsed, created, chat, self.live.abort),
+                               media_type="text/event-stream")
         finished = await self._wait(request, stream)
         if finished is None:
             return Response(status_code=499)
@@ -286,41 +241,6 @@ class SimServer:
             "choices": [choice],
             "usage": schema.usage(finished),
         })
-
-    async def _openai_events(self, stream: RequestStream, parsed: ParsedRequest, created: int, chat: bool
-                             ) -> AsyncIterator[str]:
-        kind = "chat.completion.chunk" if chat else "text_completion"
-        rid = parsed.request.rid
-
-        def chunk(piece: str | None, reason: str | None = None, matched: Any = None, role: bool = False) -> str:
-            if chat:
-                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-                if piece is not None:
-                    delta["content"] = piece
-                choice: dict[str, Any] = {"index": 0, "delta": delta}
-            else:
-                choice = {"index": 0, "text": piece or ""}
-            choice.update({"logprobs": None, "finish_reason": reason, "matched_stop": matched})
-            return _sse({"id": rid, "object": kind, "created": created, "model": parsed.model,
-                         "choices": [choice], "usage": None})
-
-        try:
-            if chat:
-                yield chunk(None, role=True)
-            async for event in stream:
-                end = event.finished
-                if end is not None and end.finish_reason.get("type") == "abort":
-                    yield _sse(error_body("the request was aborted", status=503, kind="aborted"))
-                    break
-                reason, matched = schema.openai_finish_reason(end) if end else (None, None)
-                if event.delta is not None or end is not None:
-                    yield chunk(event.delta.text if event.delta else None, reason, matched)
-                if end is not None and parsed.include_usage:
-                    yield self._openai_usage_chunk(kind, parsed, created, end)
-            yield "data: [DONE]\n\n"
-        finally:
-            if stream.finished is None:
-                self.live.abort(rid)
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{
@@ -419,13 +339,6 @@ class SimServer:
             raise BadRequest("rid must be a non-empty string", "rid")
         self.live.abort(rid)
         return Response(status_code=200)
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def _handle(method: Callable[[Request], Any]) -> Callable[[Request], Any]:
