@@ -170,3 +170,23 @@ def test_encoded_triples_are_cached_per_mapping_and_never_confused() -> None:
     second = {HEADER_AGENT: "b"}
     assert wire.encoded_triples(second)[0][2] == b"b"
     assert wire.encoded_triples(first)[0][2] == b"a"
+
+
+async def test_one_async_client_carries_the_tags_streaming_and_not(fake: FakeOpenAI) -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = pythia.instrument(openai.AsyncOpenAI(base_url=fake.base_url, api_key="unused"),
+                               tracer_provider=provider)
+    async with pythia.workflow("wf", session="s-3"), pythia.agent("solo"):
+        await client.chat.completions.create(model="m", messages=MESSAGES)
+        async for _ in await client.chat.completions.create(model="m", messages=MESSAGES,
+                                                            stream=True):
+            pass
+    assert [r.tag("agent") for r in fake.model_calls()] == ["solo", "solo"]
+    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    for request in fake.model_calls():
+        _, _, span_id, _ = request.headers["traceparent"].split("-")
+        assert int(span_id, 16) in spans  # the chat span each request announced
+    pythia.uninstrument(client)
+    assert "_build_request" not in vars(client) and "request" not in vars(client)
